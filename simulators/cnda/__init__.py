@@ -1,0 +1,1 @@
+"""The CNDA homologation portal mock: editors, software, dossiers, attestations."""

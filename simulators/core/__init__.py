@@ -1,0 +1,1 @@
+"""Pieces shared by every simulator: configuration, PKI, store, recorder, proofs."""
