@@ -17,9 +17,9 @@ _LAZY_COMMANDS: dict[str, str] = {
     "serve": "simulators.serve:serve_command",
     "bal": "simulators.mss.cli:bal",
     "psc": "simulators.mss.cli:psc",
-    "pki": "simulators.core.cli:pki",
+    "pki": "simulators.core.pki_cli:pki",
     "mss": "simulators.mss.cli:mss",
-    "proof": "simulators.core.cli:proof",
+    "proof": "simulators.core.proof_cli:proof",
     "interop": "simulators.interop.cli:interop",
     "cnda": "simulators.cnda.cli:cnda",
 }

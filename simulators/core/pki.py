@@ -274,7 +274,9 @@ class TestPKI:
             return self._read_credentials(base)
 
     # ---- client certificates (APP mailboxes) ----------------------------------------
-    def client_credentials(self, address: str, entity: str, kind: str = "valid") -> ClientCredentials:
+    def client_credentials(
+        self, address: str, entity: str, kind: str = "valid"
+    ) -> ClientCredentials:
         """The ORG AUTH_CLI certificate of an APP mailbox, or a broken variant of it.
 
         Issued once per (address, kind) and kept; the mailbox address is in the SAN so
@@ -329,7 +331,9 @@ class TestPKI:
             creds = self._read_credentials(base)
             return ClientCredentials(**creds.__dict__, p12_path=base / "client.p12")
 
-    def judge_client_certificate(self, der: bytes, *, at: dt.datetime | None = None) -> ClientCertVerdict:
+    def judge_client_certificate(
+        self, der: bytes, *, at: dt.datetime | None = None
+    ) -> ClientCertVerdict:
         """Decide whether a presented certificate is a valid ORG AUTH_CLI certificate."""
         cert = x509.load_der_x509_certificate(der)
         now = at or _utcnow()
@@ -476,7 +480,10 @@ class TestPKI:
     # ---- files ----------------------------------------------------------------------
     @staticmethod
     def _write_credentials(
-        base: Path, cert: x509.Certificate, key: rsa.RSAPrivateKey, chain: Iterable[x509.Certificate]
+        base: Path,
+        cert: x509.Certificate,
+        key: rsa.RSAPrivateKey,
+        chain: Iterable[x509.Certificate],
     ) -> None:
         (base / "key.pem").write_bytes(_pem_key(key))
         (base / "key.pem").chmod(0o600)

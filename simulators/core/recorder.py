@@ -11,6 +11,7 @@ own: it rides in the store's group commit.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -190,10 +191,8 @@ class Recorder:
 
     def _emit(self, record: SessionRecord, name: str, value: Any) -> None:
         for listener in list(self._listeners):
-            try:
+            with contextlib.suppress(Exception):  # a listener must not break a session
                 listener(record, name, value)
-            except Exception:  # noqa: BLE001 - a listener must not break a session
-                pass
 
     # ---- buffered persistence ---------------------------------------------------------
     def _queue_session(self, record: SessionRecord) -> None:
@@ -215,8 +214,14 @@ class Recorder:
         with self._lock:
             sessions = [
                 (
-                    r.id, r.protocol, r.endpoint, r.client_addr, r.client_port, r.started_at,
-                    r.ended_at, json.dumps(r.fields, default=str),
+                    r.id,
+                    r.protocol,
+                    r.endpoint,
+                    r.client_addr,
+                    r.client_port,
+                    r.started_at,
+                    r.ended_at,
+                    json.dumps(r.fields, default=str),
                 )
                 for r in self._sessions.values()
             ]
@@ -288,6 +293,12 @@ class Recorder:
 
 def _row_session(row: sqlite3.Row) -> WireSession:
     return WireSession(
-        row["id"], row["protocol"], row["endpoint"], row["client_addr"], row["client_port"],
-        row["started_at"], row["ended_at"], json.loads(row["fields"]),
+        row["id"],
+        row["protocol"],
+        row["endpoint"],
+        row["client_addr"],
+        row["client_port"],
+        row["started_at"],
+        row["ended_at"],
+        json.loads(row["fields"]),
     )

@@ -162,7 +162,9 @@ class Authenticator:
             return AuthResult(False, "PLAIN", user=authcid, reason="authzid differs from login")
         return self.login(authcid, password, tls, mechanism="PLAIN")
 
-    def login(self, user: str, password: str, tls: TlsInfo, *, mechanism: str = "LOGIN") -> AuthResult:
+    def login(
+        self, user: str, password: str, tls: TlsInfo, *, mechanism: str = "LOGIN"
+    ) -> AuthResult:
         """Login + password (IMAP LOGIN or SASL PLAIN): APP mailboxes with mTLS only."""
         result = AuthResult(False, mechanism, user=user)
         if not tls.active:
@@ -174,13 +176,18 @@ class Authenticator:
             return result
         result.mailbox = mailbox
         if mailbox.type is not MailboxType.APP:
-            result.reason = f"{user} is a {mailbox.type.value} mailbox: use XOAUTH2 with a PSC token"
+            result.reason = (
+                f"{user} is a {mailbox.type.value} mailbox: use XOAUTH2 with a PSC token"
+            )
             return result
         if tls.peer_cert_der is None:
             result.reason = "no client certificate presented: APP mailboxes need ORG AUTH_CLI mTLS"
             return result
         verdict = self.pki.judge_client_certificate(tls.peer_cert_der)
-        result.details = {"client_cert_subject": verdict.subject, "client_cert_verdict": verdict.reason}
+        result.details = {
+            "client_cert_subject": verdict.subject,
+            "client_cert_verdict": verdict.reason,
+        }
         if not verdict.ok:
             result.reason = f"client certificate refused: {verdict.reason}"
             return result

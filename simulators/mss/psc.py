@@ -176,7 +176,9 @@ class PscService:
             )
         )
         lifetime = access_lifetime or self.access_lifetime
-        return TokenPair(self._access_token(subject, session_id, lifetime), refresh, lifetime, session_id)
+        return TokenPair(
+            self._access_token(subject, session_id, lifetime), refresh, lifetime, session_id
+        )
 
     def refresh(self, refresh_token: str) -> TokenPair:
         row = self.db.read_one(
@@ -278,7 +280,10 @@ class PscService:
                 f"(bound to {expected})"
             )
         return TokenInfo(
-            claims["sub"], claims.get("sid"), int(claims["exp"]), int(claims["iat"]),
+            claims["sub"],
+            claims.get("sid"),
+            int(claims["exp"]),
+            int(claims["iat"]),
             str(claims.get("jti", "")),
         )
 

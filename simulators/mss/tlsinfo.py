@@ -40,11 +40,17 @@ def peer_cert_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | N
     return ssl_object.getpeercert(binary_form=True)
 
 
-def record_tls(record: SessionRecord, ssl_object: ssl.SSLObject | ssl.SSLSocket | None, *, starttls: bool) -> None:
+def record_tls(
+    record: SessionRecord, ssl_object: ssl.SSLObject | ssl.SSLSocket | None, *, starttls: bool
+) -> None:
     fields = tls_fields(ssl_object)
     fields["starttls"] = starttls
     record.set(**fields)
     record.note(
         f"TLS established: {fields.get('tls_version')} {fields.get('tls_cipher')}"
-        + (f", client certificate {fields['client_cert_subject']}" if "client_cert_subject" in fields else ", no client certificate")
+        + (
+            f", client certificate {fields['client_cert_subject']}"
+            if "client_cert_subject" in fields
+            else ", no client certificate"
+        )
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -65,9 +66,7 @@ class Database:
 
     # ---- connections ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30
-        )
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit, so a 250 survives power loss, not
@@ -179,7 +178,7 @@ class Database:
                 conn.execute("SAVEPOINT job")
                 try:
                     value = job(conn)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                except BaseException as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     results.append((future, False, exc))
@@ -187,7 +186,7 @@ class Database:
                     conn.execute("RELEASE job")
                     results.append((future, True, value))
             conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - the commit itself failed
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._after_commit.clear()
@@ -202,10 +201,8 @@ class Database:
             else:
                 future.set_exception(value)
         for callback in callbacks:
-            try:
+            with contextlib.suppress(Exception):  # a listener must not kill the writer
                 callback()
-            except Exception:  # noqa: BLE001 - a listener must not kill the writer
-                pass
 
     def close(self) -> None:
         if self._closed:

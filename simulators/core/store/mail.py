@@ -176,7 +176,10 @@ class MailStore(Protocol):
 
     # mailboxes
     def create_mailbox(
-        self, address: str, type: MailboxType, display_name: str | None = None,
+        self,
+        address: str,
+        type: MailboxType,
+        display_name: str | None = None,
         entity: str | None = None,
     ) -> Mailbox: ...
     def get_mailbox(self, address: str) -> Mailbox | None: ...
@@ -205,15 +208,23 @@ class MailStore(Protocol):
     def list_uids(self, folder_id: int) -> list[tuple[int, frozenset[str]]]: ...
     def fetch_rows(self, folder_id: int, uids: Iterable[int]) -> list[MessageRow]: ...
     async def append(
-        self, folder_id: int, raw: bytes, flags: Iterable[str] = (),
-        internal_date: float | None = None, meta: dict[str, Any] | None = None,
+        self,
+        folder_id: int,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internal_date: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> int: ...
     async def set_meta(self, message_id: int, meta: dict[str, Any]) -> None: ...
     async def store_flags(
         self, folder_id: int, uids: Iterable[int], mode: str, flags: Iterable[str]
     ) -> dict[int, frozenset[str]]: ...
-    async def copy(self, folder_id: int, uids: Iterable[int], dest_folder_id: int) -> list[tuple[int, int]]: ...
-    async def move(self, folder_id: int, uids: Iterable[int], dest_folder_id: int) -> list[tuple[int, int]]: ...
+    async def copy(
+        self, folder_id: int, uids: Iterable[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]: ...
+    async def move(
+        self, folder_id: int, uids: Iterable[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]: ...
     async def expunge(self, folder_id: int, uids: Iterable[int] | None = None) -> list[int]: ...
 
     # change notification (IDLE)
@@ -230,23 +241,38 @@ def _flags_set(text: str) -> frozenset[str]:
 
 def _row_mailbox(row: sqlite3.Row) -> Mailbox:
     return Mailbox(
-        row["id"], row["address"], MailboxType(row["type"]), row["display_name"],
-        row["entity"], row["created_at"],
+        row["id"],
+        row["address"],
+        MailboxType(row["type"]),
+        row["display_name"],
+        row["entity"],
+        row["created_at"],
     )
 
 
 def _row_folder(row: sqlite3.Row) -> Folder:
     return Folder(
-        row["id"], row["mailbox_id"], row["name"], row["uidvalidity"], row["uidnext"],
+        row["id"],
+        row["mailbox_id"],
+        row["name"],
+        row["uidvalidity"],
+        row["uidnext"],
         bool(row["subscribed"]),
     )
 
 
 def _row_submission(row: sqlite3.Row) -> Submission:
     return Submission(
-        row["id"], row["received_at"], row["session_id"], row["mailbox_id"], row["mail_from"],
-        tuple(json.loads(row["rcpt_to"])), tuple(json.loads(row["local_rcpts"])),
-        tuple(json.loads(row["outbound_rcpts"])), row["blob_id"], row["size"],
+        row["id"],
+        row["received_at"],
+        row["session_id"],
+        row["mailbox_id"],
+        row["mail_from"],
+        tuple(json.loads(row["rcpt_to"])),
+        tuple(json.loads(row["local_rcpts"])),
+        tuple(json.loads(row["outbound_rcpts"])),
+        row["blob_id"],
+        row["size"],
     )
 
 
@@ -344,9 +370,15 @@ class SqliteMailStore:
                 "INSERT INTO submissions(received_at, session_id, mailbox_id, mail_from, rcpt_to,"
                 " local_rcpts, outbound_rcpts, blob_id, size) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
-                    sub.received_at, sub.session_id, sub.mailbox_id, sub.mail_from,
-                    json.dumps(list(sub.rcpt_to)), json.dumps([r for r, _ in local]),
-                    json.dumps(outbound), blob_id, len(sub.raw),
+                    sub.received_at,
+                    sub.session_id,
+                    sub.mailbox_id,
+                    sub.mail_from,
+                    json.dumps(list(sub.rcpt_to)),
+                    json.dumps([r for r, _ in local]),
+                    json.dumps(outbound),
+                    blob_id,
+                    len(sub.raw),
                 ),
             )
             submission_id = cur.lastrowid
@@ -359,14 +391,28 @@ class SqliteMailStore:
                 conn.execute(
                     "INSERT INTO messages(folder_id, uid, blob_id, size, internal_date, flags,"
                     " meta, submission_id) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
-                    (folder[0], uid, blob_id, len(sub.raw), sub.received_at, meta_text,
-                     submission_id),
+                    (
+                        folder[0],
+                        uid,
+                        blob_id,
+                        len(sub.raw),
+                        sub.received_at,
+                        meta_text,
+                        submission_id,
+                    ),
                 )
                 touched.append(folder[0])
             self._notify_after_commit(touched)
             return Submission(
-                submission_id, sub.received_at, sub.session_id, sub.mailbox_id, sub.mail_from,
-                tuple(sub.rcpt_to), tuple(r for r, _ in local), tuple(outbound), blob_id,
+                submission_id,
+                sub.received_at,
+                sub.session_id,
+                sub.mailbox_id,
+                sub.mail_from,
+                tuple(sub.rcpt_to),
+                tuple(r for r, _ in local),
+                tuple(outbound),
+                blob_id,
                 len(sub.raw),
             )
 
@@ -396,7 +442,9 @@ class SqliteMailStore:
 
     # ---- folders -------------------------------------------------------------------
     def list_folders(self, mailbox_id: int) -> list[Folder]:
-        rows = self.db.read("SELECT * FROM folders WHERE mailbox_id = ? ORDER BY name", (mailbox_id,))
+        rows = self.db.read(
+            "SELECT * FROM folders WHERE mailbox_id = ? ORDER BY name", (mailbox_id,)
+        )
         return [_row_folder(r) for r in rows]
 
     def get_folder(self, mailbox_id: int, name: str) -> Folder | None:
@@ -461,8 +509,9 @@ class SqliteMailStore:
                     )
                 except sqlite3.IntegrityError as exc:
                     raise MailStoreError(f"folder {new} already exists") from exc
-                conn.execute("UPDATE messages SET folder_id = ? WHERE folder_id = ?",
-                             (cur.lastrowid, src[0]))
+                conn.execute(
+                    "UPDATE messages SET folder_id = ? WHERE folder_id = ?", (cur.lastrowid, src[0])
+                )
                 return
             try:
                 cur = conn.execute(
@@ -523,7 +572,13 @@ class SqliteMailStore:
             )
         return [
             MessageRow(
-                r[0], r[1], r[2], r[3], r[4], r[5], _flags_set(r[6]),
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                _flags_set(r[6]),
                 json.loads(r[7]) if r[7] else None,
             )
             for r in rows
@@ -557,7 +612,9 @@ class SqliteMailStore:
     async def set_meta(self, message_id: int, meta: dict[str, Any]) -> None:
         text = json.dumps(meta)
         await self.db.write(
-            lambda conn: conn.execute("UPDATE messages SET meta = ? WHERE id = ?", (text, message_id))
+            lambda conn: conn.execute(
+                "UPDATE messages SET meta = ? WHERE id = ?", (text, message_id)
+            )
         )
 
     async def store_flags(
@@ -581,8 +638,10 @@ class SqliteMailStore:
                 updates = []
                 for message_id, uid, text in rows:
                     current = set(_flags_set(text))
-                    new = change if mode == "set" else (
-                        current | change if mode == "add" else current - change
+                    new = (
+                        change
+                        if mode == "set"
+                        else (current | change if mode == "add" else current - change)
                     )
                     if new != current:
                         updates.append((_flags_text(new), message_id))

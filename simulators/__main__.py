@@ -1,0 +1,5 @@
+"""``python -m simulators`` is ``segur-sim``."""
+
+from simulators.cli import main
+
+main()

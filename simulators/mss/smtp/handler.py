@@ -1,0 +1,118 @@
+"""What the simulated operator does with a submission: checks, then durable storage."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import Envelope, Session
+
+from simulators.core.store.mail import NewSubmission
+from simulators.mss.smtp.server import MssSMTP, SessionHooks
+
+if TYPE_CHECKING:
+    from simulators.mss.services import MssServices
+
+log = logging.getLogger("segur_sim.smtp")
+
+MAX_RECIPIENTS = 100
+
+
+def _analyse(raw: bytes) -> dict[str, Any] | None:
+    """Envelope/body structure for IMAP, computed once at storage time."""
+    try:
+        from simulators.mss.mime import analyse_message
+    except ImportError:  # the IMAP side computes it lazily then
+        return None
+    try:
+        return analyse_message(raw)
+    except Exception:
+        log.exception("analyse_message failed; IMAP will compute the metadata lazily")
+        return None
+
+
+class DeliveryHandler(SessionHooks):
+    def __init__(self, services: MssServices, hostname: str) -> None:
+        self.services = services
+        self.hostname = hostname
+
+    async def handle_MAIL(
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        mailbox = server.mailbox
+        if mailbox is not None and address.lower() != mailbox.address.lower():
+            return (
+                f"553 5.7.1 Sender <{address}> is not the authenticated mailbox <{mailbox.address}>"
+            )
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        if "@" not in address:
+            return f"550 5.1.3 <{address}>: not a mailbox address"
+        domain = address.rsplit("@", 1)[1]
+        store = self.services.store
+        if store.is_local_domain(domain) and store.get_mailbox(address) is None:
+            return f"550 5.1.1 <{address}>: no such test mailbox in {domain}"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        assert isinstance(content, bytes)
+        received = self._received_header(server, session)
+        raw = received + content
+        record = server.record
+        submission = await self.services.store.accept_submission(
+            NewSubmission(
+                session_id=record.id if record else None,
+                mailbox_id=server.mailbox.id if server.mailbox else None,
+                mail_from=envelope.mail_from or "",
+                rcpt_to=list(envelope.rcpt_tos),
+                raw=raw,
+                meta=_analyse(raw),
+            )
+        )
+        if record is not None:
+            record.note(
+                f"stored submission {submission.id}: {len(submission.local_rcpts)} local, "
+                f"{len(submission.outbound_rcpts)} outbound recipient(s)"
+            )
+        return f"250 2.0.0 OK: queued as {submission.id}"
+
+    def _received_header(self, server: MssSMTP, session: Session) -> bytes:
+        peer = session.peer[0] if session.peer else "unknown"
+        tls = ""
+        obj = server._ssl_object()
+        if obj is not None:
+            tls = f"\r\n\t(using {obj.version()} with cipher {(obj.cipher() or ('?',))[0]})"
+        who = f"\r\n\t(authenticated as {server.mailbox.address})" if server.mailbox else ""
+        line = (
+            f"Received: from {session.host_name or 'unknown'} ([{peer}])\r\n"
+            f"\tby {self.hostname} (segur-sim SIMULATION) with ESMTPSA{tls}{who};\r\n"
+            f"\t{email.utils.formatdate(time.time(), localtime=False)}\r\n"
+        )
+        return line.encode("utf-8", "replace")
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Storage or unexpected failures: a temporary error, so nothing is lost silently.
+        log.warning("SMTP session error: %r", error)
+        return f"451 4.3.0 Local error in the simulator ({type(error).__name__}); try again"

@@ -1,0 +1,1 @@
+"""The HTTP front: one FastAPI application serving every simulator's routes."""

@@ -1,0 +1,41 @@
+"""Assemble the FastAPI application served by ``segur-sim serve``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from simulators import DISCLAIMER, __version__
+from simulators.mss.http_routes import build_router
+from simulators.mss.services import MssServices
+
+
+def create_app(services: MssServices, endpoints: Callable[[], dict[str, Any]]) -> FastAPI:
+    app = FastAPI(
+        title="segur-sim",
+        version=__version__,
+        description=DISCLAIMER,
+    )
+
+    # Errors are always JSON, never a stack trace.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": exc.errors()}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"internal error in the simulator: {type(exc).__name__}"}, status_code=500
+        )
+
+    app.include_router(build_router(services, endpoints))
+    return app
