@@ -38,4 +38,12 @@ def create_app(services: MssServices, endpoints: Callable[[], dict[str, Any]]) -
         )
 
     app.include_router(build_router(services, endpoints))
+    # The other simulators' routes; imported here so that the mail servers do not pay
+    # for lxml/saxon or the CNDA catalogue unless the web app is built.
+    from simulators.cnda.api import build_router as build_cnda_router
+    from simulators.cnda.service import CndaService
+    from simulators.interop.api import router as interop_router
+
+    app.include_router(build_cnda_router(CndaService(services.db, services.data, pki=services.pki)))
+    app.include_router(interop_router)
     return app

@@ -162,3 +162,40 @@ def test_cli_manages_mailboxes_tokens_and_pki(tmp_path: Path) -> None:
     ]
     unknown = cli("psc", "token", "ghost@mssante.localhost", data_dir=tmp_path)
     assert unknown.returncode == 1 and "unknown mailbox" in unknown.stderr
+
+
+def test_one_https_site_serves_psc_cnda_and_the_gazelle_endpoint(tmp_path: Path) -> None:
+    """Every simulator's HTTP routes answer on the same loopback HTTPS port."""
+    import httpx
+
+    proc, endpoints = start_server(tmp_path)
+    try:
+        https = endpoints["endpoints"]["https"]  # type: ignore[index]
+        base = f"https://127.0.0.1:{https['port']}"
+        with httpx.Client(verify=str(endpoints["ca_bundle"]), timeout=10) as client:
+            jwks = client.get(f"{base}/psc/auth/realms/esante-wallet/protocol/openid-connect/certs")
+            assert jwks.status_code == 200 and jwks.json()["keys"][0]["alg"] == "RS256"
+            services = client.get(
+                f"{base}/api/cnda/services", headers={"X-Segur-Sim-Role": "editor"}
+            )
+            assert services.status_code == 200, services.text
+            missing = client.get(f"{base}/no/such/route")
+            assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+            crl = client.get(str(endpoints["crl_url"]))
+            assert crl.headers["content-type"] == "application/pkix-crl"
+            openapi = client.get(f"{base}/openapi.json").json()
+            assert any(path.startswith("/evs/rest") for path in openapi["paths"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_a_schema_registered_after_opening_is_applied(tmp_path: Path) -> None:
+    from simulators.core.store.database import Schema
+
+    late = Schema("late_test_schema", ("CREATE TABLE late_things (id INTEGER PRIMARY KEY)",))
+    with Database(tmp_path / "db.sqlite3") as db:
+        db.ensure_schema(late)
+        db.ensure_schema(late)  # idempotent
+        db.write_sync(lambda conn: conn.execute("INSERT INTO late_things DEFAULT VALUES"))
+        assert db.read_one("SELECT count(*) FROM late_things")[0] == 1  # type: ignore[index]

@@ -95,33 +95,35 @@ class Database:
     def _migrate(self) -> None:
         conn = self._writer_conn
         for schema in list(_SCHEMAS.values()):
-            self._apply(conn, schema)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._apply(conn, schema)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def ensure_schema(self, schema: Schema) -> None:
         """Apply a schema registered after this database opened (lazy imports)."""
         register_schema(schema)
+        # Runs as a writer job, i.e. inside the batch transaction and its savepoint.
         self.write_sync(lambda conn: self._apply(conn, schema))
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, schema: Schema) -> None:
+        """Bring ``schema`` to its last version; the caller owns the transaction."""
         row = conn.execute(
             "SELECT version FROM schema_versions WHERE name = ?", (schema.name,)
         ).fetchone()
         current = row[0] if row else 0
         for version in range(current, len(schema.migrations)):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split_sql(schema.migrations[version]):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_versions(name, version) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
-                    (schema.name, version + 1),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            for statement in _split_sql(schema.migrations[version]):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_versions(name, version) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
+                (schema.name, version + 1),
+            )
 
     # ---- writes --------------------------------------------------------------------
     def submit(self, job: WriteJob) -> concurrent.futures.Future[Any]:

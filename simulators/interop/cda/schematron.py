@@ -1,0 +1,602 @@
+"""Our ISO Schematron compiler (queryBinding xslt2) and its Saxon runner.
+
+Why our own compiler: the ANS tree ships no skeleton stylesheets, lxml's
+isoschematron refuses ``queryBinding="xslt2"``, and the tree has known defects
+(includes whose case differs from the file name, missing includes, a missing
+value set) that must become rule-pack warnings instead of crashes.
+
+Steps: resolve includes (case-insensitive fallback, missing ones skipped), expand
+abstract rules (``extends``) and abstract patterns (``is-a`` + ``param``), keep the
+patterns of the default phase, then generate one XSLT 3.0 stylesheet. Saxon-HE
+compiles it; the compiled form (SEF) is cached under a key made of the generated
+stylesheet's sha256, so a warm start only loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+SCH = "http://purl.oclc.org/dsdl/schematron"
+XSL = "http://www.w3.org/1999/XSL/Transform"
+_S = f"{{{SCH}}}"
+GENERATOR_VERSION = "segur-sim-sch-1"
+RESULT_NS = "urn:segur-sim:schematron-result"
+
+_DOC_CALL_RE = re.compile(r"""\b(doc|document)\(\s*(['"])([^'"]+)\2\s*\)""")
+
+
+@dataclass(frozen=True)
+class PackIssue:
+    """A defect of the rule pack itself (reported as a warning, never a crash)."""
+
+    code: str
+    message: str
+    source: str
+
+
+@dataclass
+class CompiledSchematron:
+    xslt: str
+    key: str
+    issues: list[PackIssue]
+    source_files: list[Path]
+    patterns: int
+    asserts: int
+
+
+@dataclass
+class _Ctx:
+    main: Path
+    rules_root: Path
+    substitutes_dir: Path
+    issues: list[PackIssue] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    jdv_index: dict[str, Path] | None = None
+
+
+def _trusted_parser() -> etree.XMLParser:
+    # rule packs are chosen by the user, but we still refuse the network and entities
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _resolve_case_insensitive(base: Path, href: str) -> Path | None:
+    """Find ``href`` under ``base`` ignoring letter case, one component at a time."""
+    current = base
+    for part in Path(href).parts:
+        if part in ("..", "."):
+            current = current / part
+            continue
+        if not current.is_dir():
+            return None
+        exact = current / part
+        if exact.exists():
+            current = exact
+            continue
+        matches = [c for c in current.iterdir() if c.name.lower() == part.lower()]
+        if not matches:
+            return None
+        current = matches[0]
+    return current if current.is_file() else None
+
+
+def _rel(ctx: _Ctx, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ctx.rules_root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_includes(el: etree._Element, here: Path, ctx: _Ctx, stack: tuple[Path, ...]) -> None:
+    _rewrite_doc_calls(el, here, ctx)
+    for inc in list(el.iter(_S + "include", _S + "extends")):
+        href = inc.get("href")
+        if not href:
+            continue
+        parent = inc.getparent()
+        if parent is None:
+            continue
+        target = here.parent / href
+        if not target.is_file():
+            fixed = _resolve_case_insensitive(here.parent, href)
+            if fixed is None:
+                ctx.issues.append(
+                    PackIssue(
+                        "RULEPACK-INCLUDE-MISSING",
+                        f"included file {href!r} does not exist; its rules are skipped",
+                        _rel(ctx, here),
+                    )
+                )
+                parent.remove(inc)
+                continue
+            ctx.issues.append(
+                PackIssue(
+                    "RULEPACK-INCLUDE-CASE",
+                    f"include {href!r} differs from the file name {fixed.name!r} only by letter "
+                    "case; the existing file is used",
+                    _rel(ctx, here),
+                )
+            )
+            target = fixed
+        target = target.resolve()
+        if target in stack:
+            ctx.issues.append(
+                PackIssue("RULEPACK-INCLUDE-CYCLE", f"include cycle on {href!r}", _rel(ctx, here))
+            )
+            parent.remove(inc)
+            continue
+        try:
+            included = etree.parse(str(target), _trusted_parser()).getroot()
+        except etree.XMLSyntaxError as exc:
+            ctx.issues.append(
+                PackIssue(
+                    "RULEPACK-INCLUDE-INVALID",
+                    f"included file {href!r} is not well-formed: {exc}",
+                    _rel(ctx, here),
+                )
+            )
+            parent.remove(inc)
+            continue
+        ctx.files.append(target)
+        _resolve_includes(included, target, ctx, (*stack, target))
+        if inc.tag == _S + "extends":
+            # <extends href> brings the rule's content in; keep an extends-by-id otherwise
+            parent.replace(inc, included)
+        else:
+            parent.replace(inc, included)
+
+
+def _jdv_index(ctx: _Ctx) -> dict[str, Path]:
+    if ctx.jdv_index is None:
+        ctx.jdv_index = {}
+        folder = ctx.rules_root / "jeuxDeValeurs"
+        if folder.is_dir():
+            for path in folder.glob("*.xml"):
+                head = path.read_bytes()[:4096]
+                match = re.search(rb"<(?:\w+:)?ValueSet\b[^>]*?\sid=\"([^\"]+)\"", head)
+                if match:
+                    ctx.jdv_index[match.group(1).decode()] = path
+    return ctx.jdv_index
+
+
+def _substitute_value_set(href: str, ctx: _Ctx, where: str) -> Path:
+    """A stand-in for a missing ART-DECOR value set, built from the SVS JDV with the
+    same OID when the tree has it (JDV_J07 for voc-...5.471), else an empty one."""
+    name = Path(href).name
+    ctx.substitutes_dir.mkdir(parents=True, exist_ok=True)
+    out = ctx.substitutes_dir / name
+    match = re.match(r"voc-([0-9.]+)-", name)
+    source = _jdv_index(ctx).get(match.group(1)) if match else None
+    root = etree.Element("valueSets")
+    vs = etree.SubElement(root, "valueSet")
+    concepts = etree.SubElement(vs, "conceptList")
+    if source is not None:
+        svs = etree.parse(str(source), _trusted_parser())
+        for concept in svs.iter("{urn:ihe:iti:svs:2008}Concept"):
+            etree.SubElement(
+                concepts,
+                "concept",
+                code=concept.get("code") or "",
+                codeSystem=concept.get("codeSystem") or "",
+                displayName=concept.get("displayName") or "",
+            )
+        ctx.issues.append(
+            PackIssue(
+                "RULEPACK-VALUESET-MISSING",
+                f"value set {href!r} is missing; substituted with {source.name} (same OID)",
+                where,
+            )
+        )
+    else:
+        ctx.issues.append(
+            PackIssue(
+                "RULEPACK-VALUESET-MISSING",
+                f"value set {href!r} is missing and no JDV has its OID; rules using it will "
+                "reject every code",
+                where,
+            )
+        )
+    out.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return out
+
+
+def _rewrite_doc_calls(el: etree._Element, here: Path, ctx: _Ctx) -> None:
+    """Make literal doc()/document() URIs absolute; replace missing targets."""
+    for node in el.iter():
+        if not isinstance(node.tag, str):
+            continue
+        for attr in ("test", "context", "select", "value"):
+            value = node.get(attr)
+            if not value or "doc" not in value:
+                continue
+
+            def fix(m: re.Match[str]) -> str:
+                href = m.group(3)
+                if "://" in href or href.startswith("$"):
+                    return m.group(0)
+                for base in (ctx.main.parent, here.parent):
+                    cand = base / href
+                    if cand.is_file():
+                        return f"{m.group(1)}('{cand.resolve().as_uri()}')"
+                sub = _substitute_value_set(href, ctx, _rel(ctx, here))
+                return f"{m.group(1)}('{sub.resolve().as_uri()}')"
+
+            node.set(attr, _DOC_CALL_RE.sub(fix, value))
+
+
+def _collect_abstract_rules(schema: etree._Element, ctx: _Ctx) -> dict[str, etree._Element]:
+    """Take the abstract rules out of the schema. ``extends`` stays in place and is
+    compiled to a call of one named template per abstract rule: ART-DECOR rules
+    extend data-type rules thousands of times, and inlining them would multiply the
+    stylesheet (and Saxon's compile time) by ten."""
+    abstract: dict[str, etree._Element] = {}
+    for rule in list(schema.iter(_S + "rule")):
+        if rule.get("abstract") == "true" and rule.get("id"):
+            abstract[rule.get("id") or ""] = rule
+            parent = rule.getparent()
+            if parent is not None:
+                parent.remove(rule)
+    for holder in [*abstract.values(), *schema.iter(_S + "rule")]:
+        for ext in list(holder.findall(_S + "extends")):
+            if ext.get("rule") not in abstract:
+                ctx.issues.append(
+                    PackIssue(
+                        "RULEPACK-EXTENDS-MISSING",
+                        f"abstract rule {ext.get('rule')!r} not found",
+                        "",
+                    )
+                )
+                holder.remove(ext)
+    return abstract
+
+
+def _expand_abstract_patterns(schema: etree._Element, ctx: _Ctx) -> None:
+    abstract = {p.get("id"): p for p in schema.iter(_S + "pattern") if p.get("abstract") == "true"}
+    for inst in list(schema.iter(_S + "pattern")):
+        base_id = inst.get("is-a")
+        if not base_id:
+            continue
+        base = abstract.get(base_id)
+        if base is None:
+            ctx.issues.append(
+                PackIssue(
+                    "RULEPACK-ABSTRACT-MISSING", f"abstract pattern {base_id!r} not found", ""
+                )
+            )
+            continue
+        params = {p.get("name") or "": p.get("value") or "" for p in inst.findall(_S + "param")}
+        names = sorted(params, key=len, reverse=True)
+        copy = etree.fromstring(etree.tostring(base))
+        for node in copy.iter():
+            if not isinstance(node.tag, str):
+                continue
+            for attr in ("context", "test", "select", "value", "path"):
+                value = node.get(attr)
+                if value and "$" in value:
+                    for name in names:
+                        replacement = params[name]
+                        value = re.sub(
+                            r"\$" + re.escape(name) + r"(?![\w.-])",
+                            lambda _m, r=replacement: r,  # type: ignore[misc]
+                            value,
+                        )
+                    node.set(attr, value)
+        for child in list(inst):
+            inst.remove(child)
+        for child in list(copy):
+            inst.append(child)
+        del inst.attrib["is-a"]
+    for pattern in abstract.values():
+        parent = pattern.getparent()
+        if parent is not None:
+            parent.remove(pattern)
+
+
+def _active_patterns(schema: etree._Element, phase: str | None) -> list[etree._Element]:
+    patterns = [p for p in schema.iter(_S + "pattern") if p.get("abstract") != "true"]
+    phase = phase or schema.get("defaultPhase")
+    if not phase or phase == "#ALL":
+        return patterns
+    for ph in schema.iter(_S + "phase"):
+        if ph.get("id") == phase:
+            active = {a.get("pattern") for a in ph.findall(_S + "active")}
+            return [p for p in patterns if p.get("id") in active]
+    return patterns
+
+
+def _q(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def _message_xsl(assertion: etree._Element) -> str:
+    parts: list[str] = []
+    if assertion.text:
+        parts.append(f"<xsl:text>{_q(assertion.text)}</xsl:text>")
+    for child in assertion:
+        if isinstance(child.tag, str):
+            local = etree.QName(child).localname
+            if local == "value-of":
+                parts.append(f'<xsl:value-of select="{_q(child.get("select") or "")}"/>')
+            elif local == "name":
+                path = child.get("path") or "."
+                parts.append(f'<xsl:value-of select="name({_q(path)})"/>')
+            else:
+                parts.append(f"<xsl:text>{_q(''.join(child.itertext()))}</xsl:text>")
+        if child.tail:
+            parts.append(f"<xsl:text>{_q(child.tail)}</xsl:text>")
+    return "".join(parts)
+
+
+def _needs_attributes(context: str) -> bool:
+    depth = 0
+    for ch in context:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "@" and depth == 0:
+            return True
+    return "attribute::" in context
+
+
+_VAR_RE = re.compile(r"\$([A-Za-z_][\w.-]*)")
+_BOUND_RE = re.compile(r"\$([A-Za-z_][\w.-]*)\s*(?:in\b|:=)")
+
+
+def _reachable(name: str, abstract: dict[str, etree._Element], seen: set[str]) -> set[str]:
+    if name in seen or name not in abstract:
+        return seen
+    seen.add(name)
+    for ext in abstract[name].findall(_S + "extends"):
+        _reachable(ext.get("rule") or "", abstract, seen)
+    return seen
+
+
+def _inline_set(abstract: dict[str, etree._Element], global_names: set[str]) -> set[str]:
+    """Abstract rules that use variables of the rule extending them: those are copied
+    in place (ISO semantics), the others become one shared named template."""
+    inline: set[str] = set()
+    for name in abstract:
+        used: set[str] = set()
+        defined: set[str] = set()
+        for member in _reachable(name, abstract, set()):
+            for node in abstract[member].iter():
+                if not isinstance(node.tag, str):
+                    continue
+                if etree.QName(node).localname == "let":
+                    defined.add(node.get("name") or "")
+                for attr in ("test", "select", "value"):
+                    expr = node.get(attr) or ""
+                    used.update(_VAR_RE.findall(expr))
+                    # range variables of for/some/every/let expressions are bound locally
+                    defined.update(_BOUND_RE.findall(expr))
+        if used - defined - global_names:
+            inline.add(name)
+    return inline
+
+
+def _rule_body(
+    rule: etree._Element,
+    rid: str,
+    pid: str,
+    out: list[str],
+    abstract: dict[str, etree._Element],
+    inline: set[str],
+    depth: int = 0,
+) -> int:
+    asserts = 0
+    for k, item in enumerate(rule):
+        if not isinstance(item.tag, str):
+            continue
+        local = etree.QName(item).localname
+        if local == "let":
+            out.append(
+                f'<xsl:variable name="{_q(item.get("name") or "")}" '
+                f'select="{_q(item.get("value") or "()")}"/>'
+            )
+        elif local == "extends":
+            target = item.get("rule") or ""
+            if target in inline and depth < 20:
+                asserts += _rule_body(
+                    abstract[target], target, pid, out, abstract, inline, depth + 1
+                )
+            else:
+                out.append(f'<xsl:call-template name="abstract-{_q(_ncname(target))}"/>')
+        elif local in ("assert", "report"):
+            asserts += 1
+            test = item.get("test") or "true()"
+            cond = f"not({test})" if local == "assert" else f"({test})"
+            aid = item.get("id") or f"{rid}-{local[0]}{k}"
+            role = item.get("role") or ""
+            out.append(
+                f'<xsl:if test="{_q(cond)}"><svrl:f id="{_q(aid)}" role="{_q(role)}" '
+                f'pattern="{_q(pid)}" kind="{local}" loc="{{path()}}">'
+                f"{_message_xsl(item)}</svrl:f></xsl:if>"
+            )
+    return asserts
+
+
+def _ncname(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def _generate(
+    schema: etree._Element,
+    patterns: list[etree._Element],
+    abstract_rules: dict[str, etree._Element],
+    base_uri: str,
+) -> tuple[str, int]:
+    ns_decls = {"xsl": XSL, "svrl": RESULT_NS}
+    for ns in schema.iter(_S + "ns"):
+        prefix, uri = ns.get("prefix"), ns.get("uri")
+        if prefix and uri and prefix not in ("xsl", "svrl", "xml"):
+            ns_decls[prefix] = uri
+    # prefixes declared with xmlns on included elements, not with <ns>
+    for node in schema.iter():
+        if isinstance(node.tag, str):
+            for prefix, uri in node.nsmap.items():
+                if prefix and prefix not in ns_decls and prefix != "xml":
+                    ns_decls[prefix] = uri
+    for rule in abstract_rules.values():
+        for node in rule.iter():
+            if isinstance(node.tag, str):
+                for prefix, uri in node.nsmap.items():
+                    if prefix and prefix not in ns_decls and prefix != "xml":
+                        ns_decls[prefix] = uri
+    ns_attr = " ".join(f'xmlns:{p}="{_q(u)}"' for p, u in ns_decls.items())
+    out: list[str] = [
+        f'<xsl:stylesheet version="3.0" {ns_attr} xml:base="{_q(base_uri)}" '
+        'exclude-result-prefixes="#all">',
+        '<xsl:output method="xml" indent="no"/>',
+    ]
+    seen_globals: set[str] = set()
+    lets = list(schema.findall(_S + "let"))
+    for pattern in schema.iter(_S + "pattern"):
+        lets.extend(pattern.findall(_S + "let"))
+    for let in lets:
+        name = let.get("name") or ""
+        if name in seen_globals:
+            continue
+        seen_globals.add(name)
+        out.append(f'<xsl:variable name="{_q(name)}" select="{_q(let.get("value") or "()")}"/>')
+    inline = _inline_set(abstract_rules, seen_globals)
+    called: set[str] = set()
+    for pattern in patterns:
+        for ext in pattern.iter(_S + "extends"):
+            _reachable(ext.get("rule") or "", abstract_rules, called)
+    called -= inline
+    # abstract rules reached through inlined ones are called too
+    for name in list(inline):
+        for member in _reachable(name, abstract_rules, set()):
+            if member not in inline:
+                called.add(member)
+    out.append('<xsl:template match="/"><svrl:r>')
+    for i, _pattern in enumerate(patterns):
+        out.append(f'<xsl:apply-templates select="/" mode="M{i}"/>')
+    out.append("</svrl:r></xsl:template>")
+    asserts = 0
+    for i, pattern in enumerate(patterns):
+        pid = pattern.get("id") or f"pattern-{i}"
+        rules = [r for r in pattern.findall(_S + "rule") if r.get("context")]
+        attrs = any(_needs_attributes(r.get("context") or "") for r in rules)
+        children = "@*|*" if attrs else "*"
+        for j, rule in enumerate(rules):
+            rid = rule.get("id") or f"{pid}-r{j}"
+            out.append(
+                f'<xsl:template match="{_q(rule.get("context") or "")}" '
+                f'priority="{10000 - j}" mode="M{i}">'
+            )
+            asserts += _rule_body(rule, rid, pid, out, abstract_rules, inline)
+            out.append(f'<xsl:apply-templates select="{children}" mode="M{i}"/></xsl:template>')
+        out.append(
+            f'<xsl:template match="@*|node()" priority="-2" mode="M{i}">'
+            f'<xsl:apply-templates select="{children}" mode="M{i}"/></xsl:template>'
+        )
+    for aid in sorted(called):
+        out.append(f'<xsl:template name="abstract-{_q(_ncname(aid))}">')
+        asserts += _rule_body(abstract_rules[aid], aid, aid, out, abstract_rules, inline)
+        out.append("</xsl:template>")
+    out.append("</xsl:stylesheet>")
+    return "\n".join(out), asserts
+
+
+def compile_schematron(
+    main: Path, *, rules_root: Path, cache_dir: Path, phase: str | None = None
+) -> CompiledSchematron:
+    """Resolve and expand a schematron into XSLT text (fast; no Saxon involved)."""
+    ctx = _Ctx(main=main.resolve(), rules_root=rules_root, substitutes_dir=cache_dir / "valuesets")
+    schema = etree.parse(str(main), _trusted_parser()).getroot()
+    ctx.files.append(main.resolve())
+    binding = schema.get("queryBinding")
+    if binding not in (None, "xslt2", "xslt3", "xslt", "xpath2"):
+        ctx.issues.append(
+            PackIssue("RULEPACK-BINDING", f"queryBinding {binding!r} run as xslt2", _rel(ctx, main))
+        )
+    _resolve_includes(schema, main.resolve(), ctx, (main.resolve(),))
+    abstract_rules = _collect_abstract_rules(schema, ctx)
+    _expand_abstract_patterns(schema, ctx)
+    patterns = _active_patterns(schema, phase)
+    xslt, asserts = _generate(schema, patterns, abstract_rules, main.resolve().as_uri())
+    key = hashlib.sha256((GENERATOR_VERSION + xslt).encode("utf-8")).hexdigest()
+    return CompiledSchematron(xslt, key, ctx.issues, ctx.files, len(patterns), asserts)
+
+
+# -- Saxon -------------------------------------------------------------------------
+
+_SAXON_LOCK = threading.RLock()
+_PROCESSOR: Any = None
+
+
+def saxon_processor() -> Any:
+    global _PROCESSOR
+    with _SAXON_LOCK:
+        if _PROCESSOR is None:
+            from saxonche import PySaxonProcessor
+
+            _PROCESSOR = PySaxonProcessor(license=False)
+        return _PROCESSOR
+
+
+@dataclass
+class Failure:
+    assert_id: str
+    role: str
+    pattern: str
+    kind: str
+    path: str
+    message: str
+
+
+class SaxonSchematron:
+    """A compiled schematron, ready to run (not thread-safe: guarded by a lock).
+
+    Saxon-HE cannot export SEF (an EE feature), so the cache keeps the generated
+    XSLT (keyed by its sha256) and Saxon compiles it lazily (JIT), which is what
+    keeps the cold start short: template rules compile on first use.
+    """
+
+    def __init__(self, compiled: CompiledSchematron, cache_dir: Path) -> None:
+        self.compiled = compiled
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        xsl_path = cache_dir / f"{compiled.key}.xsl"
+        self.from_cache = xsl_path.is_file()
+        if not self.from_cache:
+            tmp = xsl_path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_text(compiled.xslt, encoding="utf-8")
+            tmp.replace(xsl_path)
+        proc = saxon_processor()
+        with _SAXON_LOCK:
+            xslt = proc.new_xslt30_processor()
+            self._executable = xslt.compile_stylesheet(stylesheet_file=str(xsl_path))
+
+    def run(self, xml_text: str) -> list[Failure]:
+        proc = saxon_processor()
+        with _SAXON_LOCK:
+            node = proc.parse_xml(xml_text=xml_text)
+            result = self._executable.transform_to_string(xdm_node=node)
+        if not result:
+            return []
+        root = etree.fromstring(result.encode("utf-8"))
+        return [
+            Failure(
+                assert_id=f.get("id") or "",
+                role=f.get("role") or "",
+                pattern=f.get("pattern") or "",
+                kind=f.get("kind") or "",
+                path=f.get("loc") or "",
+                message=" ".join("".join(f.itertext()).split()),
+            )
+            for f in root.iter(f"{{{RESULT_NS}}}f")
+        ]

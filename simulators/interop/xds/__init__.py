@@ -1,0 +1,1 @@
+"""XDS metadata (ebRIM 3.0) and XDM media (IHE_XDM.ZIP): validation and generation."""
