@@ -427,3 +427,39 @@ def test_mailbox_types_are_checked_at_creation(sim: SimulatorController) -> None
     sim.services.store.create_mailbox(f"x@{DOMAIN}", MailboxType.ORG)
     with pytest.raises(MailStoreError, match="already exists"):
         sim.services.store.create_mailbox(f"X@{DOMAIN}", MailboxType.PER)
+
+
+def test_sent_over_smtp_read_back_over_imap_and_isolated_from_others(
+    sim: SimulatorController, per: PerBox, app_box: AppBox
+) -> None:
+    import imaplib
+
+    assert sim.services is not None
+    client = starttls(sim)
+    client.docmd("AUTH", "XOAUTH2 " + per.xoauth2())
+    client.sendmail(per.address, [app_box.address], MESSAGE)
+    client.quit()
+
+    ctx = sim.services.pki.client_ssl_context(app_box.creds)
+    imap = imaplib.IMAP4("127.0.0.1", sim.port("imap_starttls"), timeout=10)
+    imap.starttls(ssl_context=ctx)
+    imap.login(app_box.address, "unused")
+    imap.select("INBOX")
+    _typ, data = imap.uid("FETCH", "1", "(BODY.PEEK[])")
+    body = data[0][1]  # type: ignore[index]
+    assert isinstance(body, bytes) and body.endswith(MESSAGE[MESSAGE.index(b"\r\n\r\n") :])
+    imap.logout()
+
+    # The PER mailbox sees nothing of it, and its token cannot open the APP mailbox.
+    reader = imaplib.IMAP4("127.0.0.1", sim.port("imap_starttls"), timeout=10)
+    reader.starttls(ssl_context=sim.services.pki.client_ssl_context())
+    reader.authenticate("XOAUTH2", lambda _: base64.b64decode(per.xoauth2()))
+    reader.select("INBOX")
+    assert reader.search(None, "ALL")[1] == [b""]
+    reader.logout()
+    intruder = imaplib.IMAP4("127.0.0.1", sim.port("imap_starttls"), timeout=10)
+    intruder.starttls(ssl_context=sim.services.pki.client_ssl_context())
+    forged = f"user={app_box.address}\x01auth=Bearer {per.token}\x01\x01".encode()
+    with pytest.raises(imaplib.IMAP4.error):
+        intruder.authenticate("XOAUTH2", lambda _: forged)
+    intruder.logout()
