@@ -2,9 +2,9 @@
 
 Run by hand:  python bench/bench_smtp.py [--messages 2000] [--connections 1 8] [--new-connections]
 
-It starts ``segur-sim serve`` as a separate process on free ports (so its CPU can be
-read from /proc), creates a PER mailbox, and runs N sender processes over implicit
-TLS with XOAUTH2. Every message counted got its 250, i.e. it is fsynced (group
+It starts ``segur-sim serve`` as a separate process on free ports (``bench/_server.py``;
+its CPU is read from /proc), creates a PER mailbox, and runs N sender processes over
+implicit TLS with XOAUTH2. Every message counted got its 250, i.e. it is fsynced (group
 commit). Server CPU per message = (utime + stime of the server) / messages.
 Prints one line per configuration. Figures, not assertions.
 """
@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import multiprocessing as mp
 import os
-import signal
 import smtplib
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import ServerProcess, per_mailbox
 
 BAL = "bench@mssante.localhost"
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 30 + "\r\n") * 1
@@ -64,85 +64,29 @@ def sender(port: int, ca: str, token: str, count: int, new_connection: bool, out
     out.put(done)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
 def run(data_dir: Path, connections: int, messages: int, new_connection: bool) -> str:
-    env = dict(os.environ)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "bal",
-            "create",
-            "--type",
-            "PER",
-            BAL,
-            "--data-dir",
-            str(data_dir),
-        ],
-        check=False,
-        capture_output=True,
-    )
-    token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "psc",
-            "token",
-            BAL,
-            "--lifetime",
-            "3600",
-            "--data-dir",
-            str(data_dir),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    endpoints_file = data_dir / "endpoints.json"
-    endpoints_file.unlink(missing_ok=True)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port-base",
-            "0",
-            "--quiet",
-        ],
-        env=env,
-    )
-    while not endpoints_file.exists():
-        time.sleep(0.05)
-    time.sleep(0.2)
-    info = json.loads(endpoints_file.read_text())
-    port = info["endpoints"]["smtps"]["port"]
-    per = messages // connections
-    queue: mp.Queue = mp.Queue()
-    cpu0 = cpu_seconds(server.pid)
-    started = time.perf_counter()
-    procs = [
-        mp.Process(target=sender, args=(port, info["ca_bundle"], token, per, new_connection, queue))
-        for _ in range(connections)
-    ]
-    for p in procs:
-        p.start()
-    total = sum(queue.get() for _ in procs)
-    for p in procs:
-        p.join()
-    elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(server.pid) - cpu0
-    server.send_signal(signal.SIGTERM)
-    server.wait()
+    creds = per_mailbox(data_dir, BAL, lifetime=3600)
+    with ServerProcess(data_dir) as server:
+        time.sleep(0.2)
+        port = server.port("smtps")
+        per = messages // connections
+        queue: mp.Queue = mp.Queue()
+        cpu0 = server.cpu_seconds()
+        started = time.perf_counter()
+        procs = [
+            mp.Process(
+                target=sender,
+                args=(port, server.ca_bundle, creds.token, per, new_connection, queue),
+            )
+            for _ in range(connections)
+        ]
+        for p in procs:
+            p.start()
+        total = sum(queue.get() for _ in procs)
+        for p in procs:
+            p.join()
+        elapsed = time.perf_counter() - started
+        cpu = server.cpu_seconds() - cpu0
     mode = "new connection per message" if new_connection else "persistent connections"
     return (
         f"{connections:2d} sender(s), {mode:27}: {total} msgs in {elapsed:6.2f} s = "

@@ -18,7 +18,7 @@ _LAZY_COMMANDS: dict[str, str] = {
     "bal": "simulators.mss.cli:bal",
     "psc": "simulators.mss.cli:psc",
     "pki": "simulators.core.pki_cli:pki",
-    "mss": "simulators.mss.cli:mss",
+    "mss": "simulators.mss.conformance.cli:mss",
     "proof": "simulators.core.proof_cli:proof",
     "interop": "simulators.interop.cli:interop",
     "cnda": "simulators.cnda.cli:cnda",

@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,10 @@ from simulators import DISCLAIMER, __version__
 from simulators.core.config import DEFAULT_DATA_DIR
 from simulators.mss.services import MssServices
 from simulators.mss.smtp import SmtpListener
+from simulators.mss.tls_profiles import server_context
+
+if TYPE_CHECKING:
+    from simulators.mss.conformance.api import RunService
 
 log = logging.getLogger("segur_sim")
 
@@ -56,6 +61,10 @@ class Simulator:
         self.imap: dict[str, Any] = {}
         self._http_servers: list[Any] = []
         self._sockets: list[socket.socket] = []
+        self._tls_cache: dict[str, ssl.SSLContext] = {}
+        self.tls_profile = "normal"
+        self.crl_url: str | None = None
+        self.runs: RunService | None = None  # conformance runs started over HTTP
         self.started_at = 0.0
 
     @classmethod
@@ -83,7 +92,8 @@ class Simulator:
         https_port = https_sock.getsockname()[1]
         url_host = f"[{host}]" if ":" in host else host
         crl_url = f"http://{url_host}:{http_port}/crl/org.crl"
-        ctx = services.pki.server_ssl_context("valid", crl_url=crl_url)
+        self.crl_url = crl_url
+        ctx = self._tls_context("normal")
 
         ports: dict[str, int] = {"http": http_port, "https": https_port}
         for name, implicit in (("smtp_starttls", False), ("smtps", True)):
@@ -96,6 +106,29 @@ class Simulator:
         await self._start_http(http_sock, https_sock, crl_url)
         services.data.endpoints_file.write_text(json.dumps(self.endpoints, indent=2))
         return self.endpoints
+
+    # ---- staged server behaviour (the conformance runner uses these) -------------------
+    def _tls_context(self, profile: str) -> ssl.SSLContext:
+        if profile not in self._tls_cache:
+            self._tls_cache[profile] = server_context(self.services.pki, profile, self.crl_url)
+        return self._tls_cache[profile]
+
+    def set_tls_profile(self, profile: str) -> None:
+        """Make every mail endpoint present ``profile`` to new connections and STARTTLS."""
+        ctx = self._tls_context(profile)
+        for listener in self.smtp.values():
+            listener.ssl_context = ctx
+        for server in self.imap.values():
+            server.ssl_context = ctx
+        self.tls_profile = profile
+
+    async def drop_mail_sessions(self, address: str, reason: str = "server-drop") -> int:
+        """Close the live SMTP and IMAP sessions of one mailbox from the server side."""
+        count = sum(listener.drop_sessions(address, reason) for listener in self.smtp.values())
+        for server in self.imap.values():
+            count += await server.drop_sessions(address, reason)
+            break  # the IMAP listeners share one session registry
+        return count
 
     async def _start_imap(self, host: str, ctx: Any) -> dict[str, int]:
         try:
@@ -126,6 +159,12 @@ class Simulator:
         from simulators.web.app import create_app
 
         app = create_app(self.services, lambda: self.endpoints)
+        from simulators.mss.conformance.api import RunService
+        from simulators.mss.conformance.api import build_router as build_runs_router
+
+        self.runs = RunService(self)
+        app.state.runs = self.runs  # the console's runs pages start runs through it
+        app.include_router(build_runs_router(self.runs))
         creds = self.services.pki.server_credentials("valid", crl_url)
         for sock, tls in ((http_sock, False), (https_sock, True)):
             config = uvicorn.Config(
@@ -144,6 +183,8 @@ class Simulator:
             self._http_servers.append(server)
 
     async def stop(self) -> None:
+        if self.runs is not None:
+            await self.runs.stop()
         for server in self._http_servers:
             server.should_exit = True
             with contextlib.suppress(Exception):

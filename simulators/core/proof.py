@@ -480,13 +480,17 @@ def _check_subjects(path: Path, statement: Mapping[str, Any]) -> list[str]:
         expected[name] = digest
     for name, digest in sorted(expected.items()):
         file = path / name
-        if file.is_symlink():  # would let a bundle "contain" any file of the verifier's host
-            problems.append(f"{name}: is a symbolic link")
+        try:
+            if file.is_symlink():  # would let a bundle "contain" any file of the verifier's host
+                problems.append(f"{name}: is a symbolic link")
+                continue
+            if not file.is_file():
+                problems.append(f"{name}: missing (deleted?)")
+                continue
+            actual = sha256_file(file)
+        except OSError as exc:  # a hostile name (too long...) is a verdict, not a crash
+            problems.append(f"{name[:100]}: cannot be read ({exc.strerror or exc})")
             continue
-        if not file.is_file():
-            problems.append(f"{name}: missing (deleted?)")
-            continue
-        actual = sha256_file(file)
         if actual != digest:
             problems.append(f"{name}: modified (sha256 {actual}, report says {digest})")
     allowed = set(expected) | {REPORT_JSON, SIGNATURE}

@@ -2,8 +2,13 @@
 
 ``POST /evs/rest/validations`` takes ``<validation xmlns="http://evsobjects.gazelle.ihe.net/">``
 (or the same shape in JSON), answers 201 with ``X-Validation-Report-Redirect``;
-``GET /evs/rest/validations/{oid}/report`` returns the gvr XML (or JSON).
-Validations are kept by an injectable repository (in memory by default).
+``GET /evs/rest/validations/{oid}/report`` returns the gvr XML (or JSON, HTML, text),
+with Gazelle's ``severityThreshold``; ``GET /evs/rest/validations`` lists the kept
+validations (newest first, paged) and ``GET /evs/rest/validations/{oid}`` gives one.
+
+Validations are kept by a repository (``simulators.interop.store``): the application's
+SQLite store when ``app.state.interop_repository`` is set (``serve`` does it), else
+one in memory. Tests can still override ``get_repository``.
 """
 
 from __future__ import annotations
@@ -11,57 +16,46 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
-import uuid
-from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from simulators.interop.engine import ValidationOptions, detect_kind, validate_bytes
-from simulators.interop.report import ValidationReport
 from simulators.interop.safe_xml import UnsafeOrInvalidXml, parse_xml
+from simulators.interop.store import (
+    OID_ROOT,
+    InMemoryValidationRepository,
+    StoredValidation,
+    ValidationRepository,
+    new_oid,
+)
+
+__all__ = [
+    "OID_ROOT",
+    "InMemoryValidationRepository",
+    "StoredValidation",
+    "ValidationRepository",
+    "get_options",
+    "get_repository",
+    "kind_for_validator",
+    "router",
+]
 
 EVS_NS = "http://evsobjects.gazelle.ihe.net/"
 MAX_BODY = 64 * 1024 * 1024
-OID_ROOT = "1.2.250.1.213.1.1.9.99.1"  # segur-sim simulated validation OIDs
-
-
-@dataclass
-class StoredValidation:
-    oid: str
-    report: ValidationReport
-    service_name: str
-    validator: str
-
-
-class ValidationRepository(Protocol):
-    def save(self, item: StoredValidation) -> None: ...
-
-    def get(self, oid: str) -> StoredValidation | None: ...
-
-
-class InMemoryValidationRepository:
-    def __init__(self) -> None:
-        self._items: dict[str, StoredValidation] = {}
-        self._lock = threading.Lock()
-
-    def save(self, item: StoredValidation) -> None:
-        with self._lock:
-            self._items[item.oid] = item
-
-    def get(self, oid: str) -> StoredValidation | None:
-        with self._lock:
-            return self._items.get(oid)
-
+MAX_PAGE = 500
 
 _default_repository = InMemoryValidationRepository()
 _default_options = ValidationOptions()
 
 
-def get_repository() -> ValidationRepository:
-    """Override with ``app.dependency_overrides[get_repository]``."""
-    return _default_repository
+def get_repository(request: Request) -> ValidationRepository:
+    """``app.state.interop_repository`` when the app has one (the SQLite store), else
+    the process-wide in-memory repository. Override with
+    ``app.dependency_overrides[get_repository]``."""
+    repository: ValidationRepository | None = getattr(request.app.state, "interop_repository", None)
+    return repository if repository is not None else _default_repository
 
 
 def get_options() -> ValidationOptions:
@@ -128,6 +122,34 @@ def _parse_request(body: bytes, content_type: str) -> tuple[str, str, str, bytes
 
 router = APIRouter(prefix="/evs/rest", tags=["interop"])
 
+_FORMATS = {
+    "gvr": "application/xml",
+    "xml": "application/xml",
+    "json": "application/json",
+    "html": "text/html; charset=utf-8",
+    "text": "text/plain; charset=utf-8",
+}
+
+
+def _links(request: Request, oid: str) -> dict[str, str]:
+    base = str(request.url_for("get_validation_report", oid=oid))
+    return {"gvr": base, "json": f"{base}?format=json", "html": f"{base}?format=html"}
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it exceeds MAX_BODY (never buffered whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise HTTPException(413, "request too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HTTPException(413, "request too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 @router.post("/validations", status_code=201)
 async def create_validation(
@@ -135,16 +157,18 @@ async def create_validation(
     repository: Annotated[ValidationRepository, Depends(get_repository)],
     options: Annotated[ValidationOptions, Depends(get_options)],
 ) -> Response:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, "request too large")
+    body = await _read_body(request)
     service, validator, name, content = _parse_request(
         body, request.headers.get("content-type", "application/xml")
     )
     kind = kind_for_validator(service, validator, content, name)
-    report = validate_bytes(content, name=name, kind=kind, options=options)
-    oid = f"{OID_ROOT}.{uuid.uuid4().int % 10**12}"
-    repository.save(StoredValidation(oid, report, service, validator))
+    # off the event loop: a validation with the official pack takes tens of ms, a save
+    # waits for the store's commit
+    report = await run_in_threadpool(validate_bytes, content, name=name, kind=kind, options=options)
+    oid = new_oid()
+    await run_in_threadpool(
+        repository.save, StoredValidation(oid, report, service, validator, origin="api")
+    )
     link = str(request.url_for("get_validation_report", oid=oid))
     return Response(
         status_code=201,
@@ -154,33 +178,70 @@ async def create_validation(
     )
 
 
+@router.get("/validations", name="list_validations")
+def list_validations(
+    request: Request,
+    repository: Annotated[ValidationRepository, Depends(get_repository)],
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    """The kept validations, newest first, ``limit`` from ``offset``."""
+    items, total = repository.page(offset=offset, limit=limit)
+    return {
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "items": [
+            {**item.summary(), "status": "DONE", "links": _links(request, item.oid)}
+            for item in items
+        ],
+    }
+
+
 @router.get("/validations/{oid}/report", name="get_validation_report")
 def get_validation_report(
     oid: str,
     request: Request,
     repository: Annotated[ValidationRepository, Depends(get_repository)],
     severityThreshold: str | None = None,
+    format: str | None = None,
 ) -> Response:
+    """The report: gvr XML by default, JSON with ``Accept: application/json`` or
+    ``format=json``, ``format=html`` or ``format=text``. ``severityThreshold``
+    (INFO, WARNING, ERROR) leaves out, and does not count, the constraints below it."""
     item = repository.get(oid)
     if item is None:
         raise HTTPException(404, f"no validation {oid}")
-    accept = request.headers.get("accept", "application/xml")
-    if "json" in accept and "xml" not in accept:
-        return Response(item.report.to_json_bytes(), media_type="application/json")
-    return Response(item.report.to_gvr_bytes(), media_type="application/xml")
+    try:
+        report = item.report.filtered(severityThreshold or None)
+    except ValueError as exc:
+        raise HTTPException(400, f"severityThreshold: {exc}") from None
+    fmt = (format or "").lower()
+    if not fmt:
+        accept = request.headers.get("accept", "application/xml")
+        fmt = "json" if "json" in accept and "xml" not in accept else "gvr"
+    if fmt not in _FORMATS:
+        raise HTTPException(400, f"format must be one of {', '.join(_FORMATS)}")
+    body: bytes
+    if fmt == "json":
+        body = report.to_json_bytes()
+    elif fmt == "html":
+        body = report.to_html().encode("utf-8")
+    elif fmt == "text":
+        body = report.to_text().encode("utf-8")
+    else:
+        body = report.to_gvr_bytes()
+    return Response(body, media_type=_FORMATS[fmt])
 
 
-@router.get("/validations/{oid}")
+@router.get("/validations/{oid}", name="get_validation")
 def get_validation_status(
-    oid: str, repository: Annotated[ValidationRepository, Depends(get_repository)]
-) -> dict[str, str]:
+    oid: str,
+    request: Request,
+    repository: Annotated[ValidationRepository, Depends(get_repository)],
+) -> dict[str, Any]:
+    """One kept validation: status, result, counters, object, and its report links."""
     item = repository.get(oid)
     if item is None:
         raise HTTPException(404, f"no validation {oid}")
-    return {
-        "oid": oid,
-        "status": "DONE",
-        "result": item.report.result.value,
-        "validationService": item.service_name,
-        "validator": item.validator,
-    }
+    return {**item.summary(), "status": "DONE", "links": _links(request, oid)}

@@ -120,7 +120,7 @@ class FhirValidator:
             )
         try:
             resource = json.loads(content.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # too deep
             return input_error_report(
                 content,
                 name=name,

@@ -13,7 +13,7 @@ import html
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -35,6 +35,19 @@ class Severity(StrEnum):
 class Result(StrEnum):
     PASSED = "PASSED"
     FAILED = "FAILED"
+
+
+# INFO < WARNING < ERROR: the order Gazelle's severityThreshold works with
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+def parse_severity(text: str) -> Severity:
+    """``"warning"``, ``"WARNING"``... -> Severity; ValueError for anything else."""
+    try:
+        return Severity(text.strip().upper())
+    except ValueError:
+        known = ", ".join(s.value for s in Severity)
+        raise ValueError(f"unknown severity {text!r}; one of {known}") from None
 
 
 # Gazelle's v2 model derives the severity from the priority; we keep both in step.
@@ -69,6 +82,15 @@ class Location:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Location:
+        return cls(
+            line=data.get("line"),
+            column=data.get("column"),
+            xpath=data.get("xpath"),
+            segment=data.get("segment"),
+        )
+
 
 @dataclass
 class Constraint:
@@ -99,6 +121,18 @@ class Constraint:
         if self.location is not None:
             out["location"] = self.location.to_dict()
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Constraint:
+        location = data.get("location")
+        return cls(
+            constraint_id=str(data.get("constraintID", "")),
+            description=str(data.get("description", "")),
+            passed=data.get("testResult") == Result.PASSED.value,
+            severity=Severity(data.get("severity") or "ERROR"),
+            location=Location.from_dict(location) if isinstance(location, dict) else None,
+            constraint_type=str(data.get("constraintType", "")),
+        )
 
 
 @dataclass
@@ -147,6 +181,23 @@ class SubReport:
             "constraints": [c.to_dict() for c in self.constraints],
             "subReports": [s.to_dict() for s in self.subreports],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubReport:
+        return cls(
+            name=str(data.get("name", "")),
+            constraints=[Constraint.from_dict(c) for c in data.get("constraints") or []],
+            subreports=[SubReport.from_dict(s) for s in data.get("subReports") or []],
+        )
+
+    def filtered(self, threshold: Severity) -> SubReport:
+        """A copy without the constraints below ``threshold`` (at any depth)."""
+        floor = SEVERITY_RANK[threshold]
+        return SubReport(
+            self.name,
+            [c for c in self.constraints if SEVERITY_RANK[c.severity] >= floor],
+            [s.filtered(threshold) for s in self.subreports],
+        )
 
 
 @dataclass(frozen=True)
@@ -261,6 +312,38 @@ class ValidationReport:
 
     def to_json_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        """The inverse of :meth:`to_dict` (reports kept as JSON in the store)."""
+        obj = data.get("object") or {}
+        return cls(
+            validator_id=str(data.get("validatorID", "")),
+            service_name=str(data.get("validationServiceName", "")),
+            object_name=str(obj.get("name", "")),
+            object_sha256=str(obj.get("sha256", "")),
+            kind=str(data.get("kind", "")),
+            subreports=[SubReport.from_dict(s) for s in data.get("subReports") or []],
+            uuid=str(data.get("uuid") or uuid.uuid4()),
+            date=datetime.fromisoformat(data["validationDateTime"])
+            if data.get("validationDateTime")
+            else datetime.now(UTC),
+            validator_version=str(data.get("validatorVersion", __version__)),
+            object_size=int(obj.get("size") or 0),
+        )
+
+    def filtered(self, threshold: Severity | str | None) -> ValidationReport:
+        """Gazelle's ``severityThreshold``: a copy of this report without the
+        constraints of a lower severity (passed or failed), so they are neither
+        reported nor counted. The result cannot change: it hangs on failed ERRORs,
+        which no threshold removes. ``None`` or INFO: the report as it is."""
+        if threshold is None:
+            return self
+        if isinstance(threshold, str):
+            threshold = parse_severity(threshold)
+        if threshold is Severity.INFO:
+            return self
+        return replace(self, subreports=[s.filtered(threshold) for s in self.subreports])
 
     def to_gvr_element(self) -> etree._Element:
         root = etree.Element(

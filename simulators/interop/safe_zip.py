@@ -9,8 +9,10 @@ archive are checked first, then enforced again while decompressing (headers lie)
 from __future__ import annotations
 
 import io
+import lzma
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 
@@ -93,7 +95,14 @@ def read_zip(content: bytes, limits: ZipLimits | None = None) -> dict[str, bytes
                                 "ratio limit (zip bomb?)"
                             )
                         chunks.append(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                EOFError,
+                NotImplementedError,
+                zlib.error,  # a corrupt deflate stream
+                lzma.LZMAError,
+            ) as exc:
                 raise UnsafeZip(f"entry {info.filename!r} cannot be read: {exc}") from None
             out[info.filename] = b"".join(chunks)
         return out

@@ -112,6 +112,8 @@ class Authenticator:
         self.psc = psc
         self.pki = pki
         self.throttle = throttle
+        # Mailbox address -> reason: tokens refused whatever they are (a staged fault).
+        self.refused_tokens: dict[str, str] = {}
 
     async def pause_before_failure(self, addr: str | None) -> None:
         """Sleep before answering a failure; the delay grows with repeated failures."""
@@ -141,6 +143,11 @@ class Authenticator:
             result.reason = (
                 f"{user} is an APP mailbox: it must use its ORG AUTH_CLI certificate and PLAIN"
             )
+            result.challenge = xoauth2_error_challenge("401")
+            return result
+        staged = self.refused_tokens.get(mailbox.address.lower())
+        if staged is not None:
+            result.reason = f"PSC token refused: {staged}"
             result.challenge = xoauth2_error_challenge("401")
             return result
         try:

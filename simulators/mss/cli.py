@@ -1,4 +1,4 @@
-"""``segur-sim bal``, ``segur-sim psc`` (and later ``segur-sim mss``).
+"""``segur-sim bal`` and ``segur-sim psc`` (``segur-sim mss`` is in conformance/cli.py).
 
 These commands work on the data directory itself (SQLite allows a running
 ``serve`` beside them), so they need no server; ``serve`` sees the changes at once.
@@ -143,8 +143,3 @@ def psc_revoke(address: str, data_dir: Path) -> None:
     finally:
         services.close()
     click.echo(f"revoked {count} refresh token(s) of {address}")
-
-
-@click.group()
-def mss() -> None:
-    """MSSanté (MOTCO2-like) unit tests."""

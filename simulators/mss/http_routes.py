@@ -56,6 +56,7 @@ def build_router(services: MssServices, endpoints: Callable[[], dict[str, Any]])
 
     @router.post(PSC_TOKEN_PATH, tags=["psc"])
     def token(
+        request: Request,
         grant_type: str = Form(...),
         refresh_token: str | None = Form(None),
         username: str | None = Form(None),
@@ -67,7 +68,9 @@ def build_router(services: MssServices, endpoints: Callable[[], dict[str, Any]])
             try:
                 pair = services.psc.refresh(refresh_token)
             except TokenError as exc:
+                record_http(services, request, 400, grant_type=grant_type, error=str(exc))
                 return _oauth_error(400, "invalid_grant", str(exc))
+            record_http(services, request, 200, grant_type=grant_type)
             return JSONResponse(pair.as_oauth_json())
         if grant_type in {"password", TEST_LOGIN_GRANT}:
             address = mailbox or username
@@ -78,6 +81,7 @@ def build_router(services: MssServices, endpoints: Callable[[], dict[str, Any]])
                 return _oauth_error(400, "invalid_grant", f"unknown mailbox {address}")
             if box.type is MailboxType.APP:
                 return _oauth_error(400, "invalid_grant", f"{address} is an APP mailbox")
+            record_http(services, request, 200, grant_type=grant_type, mailbox=box.address)
             return JSONResponse(services.psc.issue(box).as_oauth_json())
         return _oauth_error(400, "unsupported_grant_type", grant_type)
 
@@ -97,8 +101,9 @@ def build_router(services: MssServices, endpoints: Callable[[], dict[str, Any]])
         )
 
     @router.get(AUTOCONFIG_PATH, tags=["autoconfig"])
-    def autoconfig(emailaddress: str | None = None) -> Response:
+    def autoconfig(request: Request, emailaddress: str | None = None) -> Response:
         info = endpoints()
+        record_http(services, request, 200, emailaddress=emailaddress)
         return Response(autoconfig_xml(services, info, emailaddress), media_type="application/xml")
 
     @router.get("/endpoints.json", tags=["simulator"])
@@ -117,6 +122,26 @@ def build_router(services: MssServices, endpoints: Callable[[], dict[str, Any]])
         return box.as_dict()
 
     return router
+
+
+def record_http(services: MssServices, request: Request, status: int, **fields: Any) -> None:
+    """Put one HTTP exchange into the wire recorder (the autoconfig test judges from it)."""
+    peer = (request.client.host, request.client.port) if request.client else None
+    record = services.recorder.open_session("http", request.url.scheme, peer)
+    record.set(
+        method=request.method,
+        path=request.url.path,
+        host=request.headers.get("host", ""),
+        user_agent=request.headers.get("user-agent", ""),
+        status=status,
+        **fields,
+    )
+    record.client(
+        f"{request.method} {request.url.path}?{request.url.query} Host: "
+        f"{request.headers.get('host', '')}"
+    )
+    record.server(f"{status}")
+    record.close("http-done")
 
 
 def autoconfig_xml(services: MssServices, info: dict[str, Any], emailaddress: str | None) -> bytes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from interop_helpers import FIXTURES, mutate
 from lxml import etree
 
 from simulators import DISCLAIMER
-from simulators.interop.engine import validation_artefacts
+from simulators.interop.engine import validate_bytes, validation_artefacts
 from simulators.interop.report import (
     GVR_NS,
     Location,
@@ -117,3 +119,45 @@ def test_validation_artefacts_hold_every_serialisation_and_the_input_hash() -> N
     }
     assert files[f"interop/{report.uuid}/report.gvr.xml"] == report.to_gvr_bytes()
     assert report.object_sha256.encode() in files[f"interop/{report.uuid}/object.sha256"]
+
+
+def test_severity_threshold_leaves_out_and_does_not_count_lower_constraints() -> None:
+    good = (FIXTURES / "cda" / "segur-sim_VAC-NOTE_2023.01.xml").read_bytes()
+    # a version nobody knows (WARNING FR-DOC-TPL-04) and a bad confidentiality (ERROR)
+    content = mutate(good, b'extension="2023.01"', b'extension="2031.01"')
+    content = mutate(content, b'confidentialityCode code="N"', b'confidentialityCode code="X"')
+    report = validate_bytes(content, name="doc.xml", kind="cda")
+    severities = {c.severity for c in report.walk()}
+    assert severities == {Severity.ERROR, Severity.WARNING, Severity.INFO}
+    full = report.counters
+
+    warning_up = report.filtered("warning")
+    assert {c.severity for c in warning_up.walk()} == {Severity.ERROR, Severity.WARNING}
+    assert warning_up.counters.constraints == sum(
+        1 for c in report.walk() if c.severity is not Severity.INFO
+    )
+    assert warning_up.counters.warnings == full.warnings >= 1
+    assert warning_up.failed_ids(Severity.WARNING) == {"FR-DOC-TPL-04"}
+
+    errors_only = report.filtered(Severity.ERROR)
+    assert {c.severity for c in errors_only.walk()} == {Severity.ERROR}
+    assert errors_only.counters.warnings == 0 and errors_only.counters.errors == full.errors
+    assert errors_only.result is report.result is Result.FAILED
+    assert "FR-HDR-CONF-01" in errors_only.failed_ids()
+    # the gvr counters follow the filter
+    counters = etree.fromstring(errors_only.to_gvr_bytes()).find("gvr:counters", NS)
+    assert counters is not None and counters.get("numberOfWarnings") == "0"
+    assert counters.get("numberOfConstraints") == str(errors_only.counters.constraints)
+    # INFO (or none) keeps everything; the original is untouched
+    assert report.filtered("INFO") is report and report.filtered(None) is report
+    assert report.counters == full
+    with pytest.raises(ValueError, match="FATAL"):
+        report.filtered("FATAL")
+
+
+def test_report_round_trips_through_its_json() -> None:
+    report = _report(error=True, warning=True)
+    back = ValidationReport.from_dict(json.loads(report.to_json_bytes()))
+    assert back.to_dict() == report.to_dict()
+    assert back.to_gvr_bytes() == report.to_gvr_bytes()
+    assert back.date == report.date and back.object_size == report.object_size

@@ -143,3 +143,27 @@ def test_not_a_zip_and_truncated_zip_give_a_failed_report(archive: bytes) -> Non
     for content in (b"PK\x03\x04garbage", archive[: len(archive) // 2]):
         report = validate_bytes(content, name="IHE_XDM.ZIP", kind="xdm")
         assert report.failed_ids() == {"INPUT-ZIP-01"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "constraint_id", "source"),
+    [
+        # JDV_J06: TRE_A03 codes 10-33 and 90 (not in the corpus: our list)
+        (b'nodeRepresentation="10"', b'nodeRepresentation="99"', "CLASSCODE", "JDV_J06"),
+        # JDV_J10: urn:asip:ci-sis:, urn:ans:ci-sis: or urn:ihe: codes (our list)
+        (
+            b'nodeRepresentation="urn:ihe:iti:xds-sd:pdf:2008"',
+            b'nodeRepresentation="application/pdf"',
+            "FORMATCODE",
+            "JDV_J10",
+        ),
+    ],
+)
+def test_builtin_j06_and_j10_lists(
+    archive: bytes, old: bytes, new: bytes, constraint_id: str, source: str
+) -> None:
+    meta = _entries(archive)[METADATA]
+    report = validate_bytes(mutate(meta, old, new), name="METADATA.XML")
+    failed = [c for c in report.walk() if not c.passed]
+    assert [c.constraint_id for c in failed] == [f"FR-XDS-{constraint_id}-02"]
+    assert f"{source} (built-in)" in failed[0].description

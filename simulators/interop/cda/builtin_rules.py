@@ -21,6 +21,7 @@ from simulators.interop.cda.valuesets import (
     IDNAT_PS_OID,
     INS_OID_ARC,
     INS_OIDS,
+    KNOWN_VERSIONS,
     LOINC,
     NON_INS_PATIENT_OIDS,
     NON_XML_MEDIA_TYPES,
@@ -28,6 +29,7 @@ from simulators.interop.cda.valuesets import (
     TYPE_CODES_BUILTIN,
     find_value_set,
     load_svs_codes,
+    nearest_version,
 )
 from simulators.interop.report import Location, Severity, SubReport
 from simulators.interop.safe_xml import readable_path
@@ -424,13 +426,26 @@ def check_document_type(doc: etree._Element, sub: SubReport) -> str | None:
     )
     if doc_type is None:
         return None
+    version = tpl.get("extension")
     sub.check(
         "FR-DOC-TPL-03",
-        bool(tpl.get("extension")),
+        bool(version),
         f"the {doc_type.name} templateId SHOULD carry the volet version in @extension",
         severity=Severity.WARNING,
         location=loc(tpl),
     )
+    known = KNOWN_VERSIONS.get(root, ())
+    if version and known and version not in known:
+        # rules of another version rather than none: say which, as a warning
+        sub.check(
+            "FR-DOC-TPL-04",
+            False,
+            f"the built-in rules know no {doc_type.name} version {version!r} (known: "
+            f"{', '.join(known)}); the rules of the nearest known version, "
+            f"{nearest_version(version, known)}, are applied",
+            severity=Severity.WARNING,
+            location=loc(tpl),
+        )
     code = _first(doc, "hl7:code")
     value = code.get("code") if code is not None else None
     system_ok = code is not None and (

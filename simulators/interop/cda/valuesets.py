@@ -7,6 +7,8 @@ instead where they exist (see ``load_svs_codes``).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,6 +150,79 @@ DOCUMENT_TYPES: dict[str, DocumentType] = {
     "1.2.250.1.213.1.1.1.38": DocumentType("TLM-DA", frozenset({"75496-0"})),
     "1.2.250.1.213.1.1.1.42": DocumentType("OPH-BRE", frozenset({"78513-9"})),
 }
+
+# Volet versions the built-in document-type rules know, by templateId root: the versions
+# of the CI-SIS volets published with ANS's validation tool (TestContenuCDA 3.0, 2025-03),
+# whose document-type templateId carries the version in @extension. A document naming
+# another version gets the rules of the nearest one (FR-DOC-TPL-04, a warning).
+KNOWN_VERSIONS: dict[str, tuple[str, ...]] = {
+    "1.2.250.1.213.1.1.1.13": ("2022.01", "2023.01"),  # VSM (1.4 in 2022.01)
+    "1.2.250.1.213.1.1.1.51": ("2024.01",),
+    "1.2.250.1.213.1.1.1.55": ("2021.01", "2023.01", "2024.01"),
+    "1.2.250.1.213.1.1.1.59": ("2024.01",),
+    "1.2.250.1.213.1.1.1.46": ("2023.01",),
+    "1.2.250.1.213.1.1.1.37": ("2023.01",),
+    "1.2.250.1.213.1.1.1.22": ("2022.01",),
+    "1.2.250.1.213.1.1.1.23": ("2022.01",),
+    "1.2.250.1.213.1.1.1.24": ("2022.01",),
+    "1.2.250.1.213.1.1.1.29": ("2022.01",),
+    "1.2.250.1.213.1.1.1.21": ("2022.01",),
+    "1.2.250.1.213.1.1.1.45": ("2024.01",),
+    "1.2.250.1.213.1.1.1.47": ("2024.01",),
+    "1.2.250.1.213.1.1.1.39": ("2022.01", "2023.01", "2024.01"),
+    "1.2.250.1.213.1.1.1.54": ("2024.01",),
+    "1.2.250.1.213.1.1.1.40": ("2022.01",),
+    "1.2.250.1.213.1.1.1.41": ("2022.01",),
+    "1.2.250.1.213.1.1.1.15": ("2022.01",),
+    "1.2.250.1.213.1.1.1.16": ("2022.01",),
+    "1.2.250.1.213.1.1.1.17": ("2022.01",),
+    "1.2.250.1.213.1.1.1.25": ("2022.01",),
+    "1.2.250.1.213.1.1.1.26": ("2022.01",),
+    "1.2.250.1.213.1.1.1.27": ("2022.01",),
+    "1.2.250.1.213.1.1.1.28": ("2022.01",),
+    "1.2.250.1.213.1.1.1.30": ("2022.01", "2025.01"),
+    "1.2.250.1.213.1.1.1.12.1": ("2024.01",),
+    "1.2.250.1.213.1.1.1.12.2": ("2024.01",),
+    "1.2.250.1.213.1.1.1.12.3": ("2024.01",),
+    "1.2.250.1.213.1.1.1.12.4": ("2024.01",),
+    "1.2.250.1.213.1.1.1.12.5": ("2024.01",),
+    "1.2.250.1.213.1.1.1.2.1.1": ("2022.01",),
+    "1.2.250.1.213.1.1.1.2.1.2": ("2022.01",),
+    "1.2.250.1.213.1.1.1.2.1.3": ("2022.01",),
+    "1.2.250.1.213.1.1.1.2.1.4": ("2022.01",),
+    "1.2.250.1.213.1.1.1.2.1.5": ("2022.01",),
+    "1.2.250.1.213.1.1.1.5.1": ("2022.01", "2024.01", "2025.01"),
+    "1.2.250.1.213.1.1.1.5.2": ("2022.01", "2024.01", "2025.01"),
+    "1.2.250.1.213.1.1.1.5.3": ("2022.01", "2024.01", "2025.01"),
+    "1.2.250.1.213.1.1.1.5.4": ("2023.01",),
+    "1.2.250.1.213.1.1.1.8": ("2022.01",),
+    "1.2.250.1.213.1.1.1.18": ("2022.01",),
+    "1.2.250.1.213.1.1.1.32": ("2022.01",),
+    "1.2.250.1.213.1.1.1.36": ("2021.01",),
+    "1.2.250.1.213.1.1.1.38": ("2022.01",),
+    "1.2.250.1.213.1.1.1.42": ("2022.01", "2022.02"),
+}
+
+_VERSION_RE = re.compile(r"^(\d{4})[.\-]?(\d{2})$")
+
+
+def _months(version: str | None) -> int | None:
+    match = _VERSION_RE.match((version or "").strip())
+    return int(match.group(1)) * 12 + int(match.group(2)) if match else None
+
+
+def nearest_version(wanted: str | None, known: Iterable[str]) -> str | None:
+    """The known version closest in time to ``wanted`` ("YYYY.MM"; "YYYYMM" is read
+    too); a tie goes to the newer one. Unreadable ``wanted``: the newest known one.
+    None when nothing is known."""
+    versions = sorted(set(known), key=lambda v: (_months(v) or 0, v))
+    if not versions:
+        return None
+    target = _months(wanted)
+    if target is None:
+        return versions[-1]
+    return min(versions, key=lambda v: (abs((_months(v) or 0) - target), -(_months(v) or 0)))
+
 
 # Section templateIds some document types require (CI-SIS volet "corps" chapters; IHE PCC).
 REQUIRED_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from simulators.mss.imap import folders
 from simulators.mss.imap.connection import (
     Bad,
@@ -181,7 +183,8 @@ class MailboxCommands(ImapConnection):
             raise No(f"[TRYCREATE] no mailbox {name}")
         if len(message) > self.max_message_size:
             raise No("[TOOBIG] message over the size limit")
-        meta = analyse_message(message)
+        # in a thread: a pathological message must not stall the other sessions
+        meta = await asyncio.get_running_loop().run_in_executor(None, analyse_message, message)
         uid = await self.store.append(
             folder.id, message, [f for f in flags if f != "\\Recent"], when, meta
         )

@@ -297,17 +297,19 @@ class ImapConnection:
             segments.append(line[: match.start()])
             total += size
             if total > budget or len(segments) > MAX_LITERALS:
+                if not (tag and valid_tag(tag)):
+                    tag = "*"  # never echo a "+" tag: it would read as a continuation
                 too_big = (
                     f"[TOOBIG] literal of {size} octets refused "
                     f"(limit {budget} octets for {name or 'this command'})"
                 )
                 if sync:
                     # The client sends nothing more for this command after our answer.
-                    self._tagged(tag or "*", "NO" if name == "APPEND" else "BAD", too_big)
+                    self._tagged(tag, "NO" if name == "APPEND" else "BAD", too_big)
                     await self._flush()
                     return None
                 # LITERAL+: the data is already on its way and we will not read it.
-                self._tagged(tag or "*", "BAD", too_big)
+                self._tagged(tag, "BAD", too_big)
                 self._set_reason("server-drop")
                 self._bye("Too much data in a non-synchronising literal")
                 raise SessionClosed
@@ -451,6 +453,8 @@ class ImapConnection:
         except MailStoreError as exc:
             self._report_changes(cmd)
             self._tagged(cmd.tag, "NO", str(exc))
+        except LineTooLong:  # a SASL response or an IDLE line over the limit
+            self._tagged(cmd.tag, "BAD", f"line over {LINE_LIMIT} octets, ignored")
         except (SessionClosed, ConnectionError, asyncio.CancelledError):
             raise
         except Exception as exc:

@@ -20,6 +20,7 @@ Value = str | bytes | list["Value"]
 LITERAL_AT_END = re.compile(rb"\{(\d{1,12})(\+?)\}\Z")
 _TAG_RE = re.compile(r'[^\x00-\x20\x7f(){%*"\\\]+]+\Z')  # atom chars minus "+" (RFC 3501)
 _ATOM_STOP = frozenset(b' ()"{\r\n')
+MAX_LIST_DEPTH = 100  # deeper nesting is refused (it would exhaust the recursion limit)
 
 
 class ParseError(Exception):
@@ -91,7 +92,7 @@ class _Tokenizer:
             raise ParseError("unexpected ')'")
         return values
 
-    def _sequence(self, *, closing: bool) -> list[Value]:
+    def _sequence(self, *, closing: bool, depth: int = 0) -> list[Value]:
         out: list[Value] = []
         while True:
             # skip spaces
@@ -112,8 +113,10 @@ class _Tokenizer:
             assert text is not None
             ch = text[self.pos]
             if ch == 0x28:  # (
+                if depth >= MAX_LIST_DEPTH:
+                    raise ParseError(f"lists nested more than {MAX_LIST_DEPTH} deep")
                 self.pos += 1
-                out.append(self._sequence(closing=True))
+                out.append(self._sequence(closing=True, depth=depth + 1))
             elif ch == 0x29:  # )
                 if not closing:
                     raise ParseError("unexpected ')'")

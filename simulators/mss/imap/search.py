@@ -83,6 +83,10 @@ class _Needs:
     def __init__(self) -> None:
         self.rows = False
         self.raw = False
+        self.depth = 0  # nesting of NOT / OR / groups, bounded by MAX_KEY_DEPTH
+
+
+MAX_KEY_DEPTH = 200
 
 
 def compile_search(args: list[Value], *, count: int, uids: list[int]) -> SearchProgram:
@@ -174,6 +178,15 @@ class _Context:
         return int(value)
 
     def key(self) -> Predicate:
+        self.needs.depth += 1
+        try:
+            if self.needs.depth > MAX_KEY_DEPTH:
+                raise ParseError(f"SEARCH keys nested more than {MAX_KEY_DEPTH} deep")
+            return self._key()
+        finally:
+            self.needs.depth -= 1
+
+    def _key(self) -> Predicate:
         value = self._next("criterion")
         if isinstance(value, list):
             sub = _Context(value, 0, self.needs, self.count, self.last_uid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
@@ -33,6 +34,15 @@ def _analyse(raw: bytes) -> dict[str, Any] | None:
         return None
 
 
+def _valid_utf8(address: str) -> bool:
+    """aiosmtpd decodes non-UTF-8 octets as lone surrogates, which nothing can encode."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class DeliveryHandler(SessionHooks):
     def __init__(self, services: MssServices, hostname: str) -> None:
         self.services = services
@@ -46,6 +56,8 @@ class DeliveryHandler(SessionHooks):
         address: str,
         mail_options: list[str],
     ) -> str:
+        if not _valid_utf8(address):
+            return "553 5.1.7 Sender address is not valid UTF-8"
         mailbox = server.mailbox
         if mailbox is not None and address.lower() != mailbox.address.lower():
             return (
@@ -65,6 +77,8 @@ class DeliveryHandler(SessionHooks):
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        if not _valid_utf8(address):
+            return "553 5.1.3 Recipient address is not valid UTF-8"
         if "@" not in address:
             return f"550 5.1.3 <{address}>: not a mailbox address"
         domain = address.rsplit("@", 1)[1]
@@ -80,6 +94,9 @@ class DeliveryHandler(SessionHooks):
         assert isinstance(content, bytes)
         received = self._received_header(server, session)
         raw = received + content
+        # In a thread: a pathological message can take seconds to analyse, and the
+        # event loop must keep serving every other session meanwhile.
+        meta = await asyncio.get_running_loop().run_in_executor(None, _analyse, raw)
         record = server.record
         submission = await self.services.store.accept_submission(
             NewSubmission(
@@ -88,7 +105,7 @@ class DeliveryHandler(SessionHooks):
                 mail_from=envelope.mail_from or "",
                 rcpt_to=list(envelope.rcpt_tos),
                 raw=raw,
-                meta=_analyse(raw),
+                meta=meta,
             )
         )
         if record is not None:

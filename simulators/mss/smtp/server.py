@@ -22,6 +22,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import email.errors
 import logging
 import re
 import socket
@@ -265,7 +266,8 @@ class MssSMTP(SMTP):
         if len(args) > 1:
             if self.record is not None:
                 self.record.set(sasl_ir=True)
-            return b"" if args[1] == "=" else args[1].encode()
+            # non-UTF-8 octets arrive as lone surrogates: give the client's bytes back
+            return b"" if args[1] == "=" else args[1].encode("utf-8", "surrogateescape")
         if self.record is not None:
             self.record.set(sasl_ir=False)
         await self.push("334 ")
@@ -325,7 +327,10 @@ class MssSMTP(SMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         match = _SIMPLE_ADDR.match(arg)
         if match is None:
-            return super()._getaddr(arg)  # quoted local parts, comments...: the full parser
+            try:  # quoted local parts, comments...: the full parser
+                return super()._getaddr(arg)
+            except (IndexError, ValueError, email.errors.MessageError):
+                return None, None  # e.g. "FROM:  <": answered as a syntax error
         if match.group(1) is not None:
             return match.group(1), match.group(2)
         return "", match.group(3)

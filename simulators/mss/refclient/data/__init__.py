@@ -1,0 +1,1 @@
+"""Package data of the reference client (the CDA template)."""
