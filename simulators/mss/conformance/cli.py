@@ -19,18 +19,9 @@ from typing import Any
 import click
 
 from simulators import DISCLAIMER
-from simulators.core.config import DEFAULT_DATA_DIR
+from simulators.mss.cli import data_dir_option
 from simulators.mss.conformance.catalogue import CatalogueError, load_catalogue
 from simulators.mss.conformance.coverage import coverage_rows
-
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    envvar="SEGUR_SIM_DATA_DIR",
-    help="The simulator's data directory.",
-)
 
 
 @click.group()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.core.recorder import WireEvent, WireSession
+from simulators.core.store.mail import Submission
 from simulators.mss.conformance.catalogue import Step, UnitTest
 from simulators.mss.conformance.observed import JudgeContext, ObservedMessage
 from simulators.mss.services import MssServices
@@ -74,36 +75,40 @@ class StepObservation:
         latest = self.ctx.since
         for s in self.services.recorder.sessions(since=self.ctx.since):
             latest = max(latest, s.started_at, s.ended_at or s.started_at)
-        for m in self.messages():
-            latest = max(latest, m.received_at)
+        for sub in self.submissions():
+            latest = max(latest, sub.received_at)
         return latest
 
     def quiet(self) -> bool:
         return time.time() - self.last_activity() >= self.settle
 
     # ---- mail -----------------------------------------------------------------------------
+    def submissions(self) -> list[Submission]:
+        """Submission rows of the window (no message bytes: the waiting loop polls this)."""
+        return [
+            sub
+            for sub in self.services.store.list_submissions(
+                mailbox_id=self.ctx.mailbox.id, since_id=self.submission_floor
+            )
+            if sub.received_at <= self.ctx.until
+        ]
+
     def messages(self) -> list[ObservedMessage]:
         """Mail the mailbox under test submitted in this step (cached once judged)."""
         if self._messages is not None:
             return self._messages
         store = self.services.store
-        found = []
-        for sub in store.list_submissions(
-            mailbox_id=self.ctx.mailbox.id, since_id=self.submission_floor
-        ):
-            if sub.received_at > self.ctx.until:
-                continue
-            found.append(
-                ObservedMessage(
-                    sub.id,
-                    sub.session_id,
-                    sub.received_at,
-                    sub.mail_from,
-                    tuple(sub.rcpt_to),
-                    store.blob(sub.blob_id),
-                )
+        return [
+            ObservedMessage(
+                sub.id,
+                sub.session_id,
+                sub.received_at,
+                sub.mail_from,
+                tuple(sub.rcpt_to),
+                store.blob(sub.blob_id),
             )
-        return found
+            for sub in self.submissions()
+        ]
 
     def freeze(self) -> None:
         """End of the window: cache what was seen so that the judgement is stable."""

@@ -22,13 +22,13 @@ class StepCheck:
 
     def ready(self, obs: StepObservation) -> bool:
         action = obs.step.action
-        if action in _SENDING and not obs.messages():
+        if action in _SENDING and not obs.submissions():
             return False
         if action in ("read-mail", "send-and-read") and not any(
             s.get("auth_ok") for s in obs.sessions("imap")
         ):
             return False
-        if action == "send-and-read" and not obs.messages():
+        if action == "send-and-read" and not obs.submissions():
             return False
         return obs.quiet()
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,7 +231,7 @@ class Runner:
         result.verdict = verdict
         result.status = verdict.status
         result.ended_at = time.time()
-        result.marks = {k: v for k, v in obs.marks.items()}
+        result.marks = dict(obs.marks)
         if client is not None:
             result.client = client.summary()
             result.client["output"] = client.output.decode("utf-8", "replace")
@@ -279,7 +279,7 @@ class Runner:
         msg["From"] = f"{correspondent.display_name} <{correspondent.address}>"
         msg["To"] = box.address
         msg["Subject"] = "Demande d'avis (SIMULATION segur-sim)"
-        msg["Date"] = format_datetime(_now())
+        msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = message_id
         msg["Disposition-Notification-To"] = correspondent.address
         msg["X-MSS-NIL"] = "SEGUR-SIM"
@@ -340,9 +340,3 @@ class Runner:
     def _last_submission_id(self) -> int:
         row = self.services.db.read_one("SELECT COALESCE(MAX(id), 0) FROM submissions")
         return int(row[0]) if row else 0
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)

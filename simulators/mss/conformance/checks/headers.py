@@ -55,6 +55,7 @@ from simulators.mss.conformance.checks.mail_parts import (
     xdm_archives,
 )
 from simulators.mss.conformance.observed import JudgeContext, ObservedMessage
+from simulators.mss.conformance.registry import MessageJudge
 
 REQ_NIL = ("ECO.2.4.3", "SC.MSS/CONF.16")
 REQ_CODECDA = ("ECO.2.4.1", "SC.MSS/CONF.15")
@@ -182,6 +183,32 @@ def _absent_check(name: str, mail: MailView) -> list[Finding]:
 
 
 # ---- MSS-09 X-MSS-CODECDA ----------------------------------------------------------------
+def _absent_without_cda(header: str, requirements: tuple[str, ...]) -> MessageJudge:
+    """The "absent without CDA" half of MSS-09 and MSS-10: the same rule, another header."""
+    expected = f"no {header} header on a mail without CDA"
+
+    @guarded(requirements)
+    def judge(messages: Sequence[ObservedMessage], ctx: JudgeContext) -> Verdict:
+        _with, without = _split_by_cda(messages)
+        if not without:
+            return none_seen(
+                "a mail without CDA",
+                messages,
+                ctx,
+                requirements=requirements,
+                expected=expected,
+                why_not="without an IHE_XDM.ZIP attachment",
+            )
+        return conclude(
+            judge_each(without, lambda mail: _absent_check(header, mail)),
+            requirements=requirements,
+            expected=expected,
+            passed=f"no {header} on mails without CDA",
+        )
+
+    return judge
+
+
 def _codes(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
@@ -259,26 +286,8 @@ def judge_codecda_with_cda(messages: Sequence[ObservedMessage], ctx: JudgeContex
     )
 
 
-@guarded(REQ_CODECDA)
-def judge_codecda_without_cda(messages: Sequence[ObservedMessage], ctx: JudgeContext) -> Verdict:
-    """MSS-09, mails without CDA: no X-MSS-CODECDA header."""
-    expected = "no X-MSS-CODECDA header on a mail without CDA"
-    _with, without = _split_by_cda(messages)
-    if not without:
-        return none_seen(
-            "a mail without CDA",
-            messages,
-            ctx,
-            requirements=REQ_CODECDA,
-            expected=expected,
-            why_not="without an IHE_XDM.ZIP attachment",
-        )
-    return conclude(
-        judge_each(without, lambda mail: _absent_check("X-MSS-CODECDA", mail)),
-        requirements=REQ_CODECDA,
-        expected=expected,
-        passed="no X-MSS-CODECDA on mails without CDA",
-    )
+judge_codecda_without_cda = _absent_without_cda("X-MSS-CODECDA", REQ_CODECDA)
+"""MSS-09, mails without CDA: no X-MSS-CODECDA header."""
 
 
 # ---- MSS-10 X-MSS-INS --------------------------------------------------------------------
@@ -347,26 +356,8 @@ def judge_ins_with_cda(messages: Sequence[ObservedMessage], ctx: JudgeContext) -
     )
 
 
-@guarded(REQ_INS)
-def judge_ins_without_cda(messages: Sequence[ObservedMessage], ctx: JudgeContext) -> Verdict:
-    """MSS-10, mails without CDA: no X-MSS-INS header."""
-    expected = "no X-MSS-INS header on a mail without CDA"
-    _with, without = _split_by_cda(messages)
-    if not without:
-        return none_seen(
-            "a mail without CDA",
-            messages,
-            ctx,
-            requirements=REQ_INS,
-            expected=expected,
-            why_not="without an IHE_XDM.ZIP attachment",
-        )
-    return conclude(
-        judge_each(without, lambda mail: _absent_check("X-MSS-INS", mail)),
-        requirements=REQ_INS,
-        expected=expected,
-        passed="no X-MSS-INS on mails without CDA",
-    )
+judge_ins_without_cda = _absent_without_cda("X-MSS-INS", REQ_INS)
+"""MSS-10, mails without CDA: no X-MSS-INS header."""
 
 
 # ---- MSS-11 MESSAGE-FORMAT ---------------------------------------------------------------

@@ -132,7 +132,7 @@ class SmtpStartTls(_StartTlsFirst):
     protocol = "smtp"
 
     def ready(self, obs: StepObservation) -> bool:
-        return bool(obs.messages()) and obs.quiet()
+        return bool(obs.submissions()) and obs.quiet()
 
 
 @register("MSS-02")
