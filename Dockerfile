@@ -19,20 +19,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    SEGUR_SIM_DATA_DIR=/data \
-    SEGUR_SIM_TESTCASES_DIR=/opt/segur-sim/testcases
+    SEGUR_SIM_DATA_DIR=/data
 
 # openssl: `openssl cms -verify` of proof bundles; curl: handy for the REST API.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openssl curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# The test catalogues are reviewed data kept outside the Python package: they are
-# installed beside it and found through SEGUR_SIM_TESTCASES_DIR.
+# The test catalogues (testcases/) go into the wheel as simulators._testcases (setup.py).
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY simulators ./simulators
-COPY testcases /opt/segur-sim/testcases
+COPY testcases ./testcases
 RUN python -m pip install . && cd / && rm -rf /src
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin segur \

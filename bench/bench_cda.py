@@ -8,8 +8,12 @@ Run from the repository root:
 Figures, for each repetition (a new empty rule cache each time):
 
 - built-in rules: 94 documents on 1 process (includes loading the XSD), then on --jobs;
-- official pack, cold compile: StrucMin, then every volet schematron, in this process
-  with an empty cache (what ``segur-sim interop rules compile --all-volets`` does);
+- official pack, cold compile (empty disk cache): StrucMin, then every volet
+  schematron, in one fresh process (``segur-sim interop rules compile --all-volets``),
+  then the whole pack across --jobs fresh worker processes, largest first, worker
+  start-up included (``... --all-volets --jobs N``);
+- official pack, warm compile (disk cache filled: the Python steps are skipped, Saxon
+  compiles again): in this process, then across --jobs fresh workers;
 - official, 1 process, once everything is compiled (first uses of each stylesheet by
   Saxon included);
 - official, --jobs fresh processes: the disk cache is warm, and each process compiles
@@ -82,10 +86,12 @@ def _validate_chunk(args: tuple[list[str], str, str]) -> list[Timing]:
     return [_validate_one((path, source, cache)) for path in paths]
 
 
-def _compile_all(cache: str) -> tuple[float, float, int]:
-    """Compile StrucMin then every volet; (StrucMin s, volets s, assertions)."""
+def _compile_all(cache: str) -> tuple[float, float, int, float]:
+    """Compile StrucMin then every volet in this process;
+    (StrucMin s, volets s, assertions, CPU s)."""
     from simulators.interop.cda.rulepack import STRUCMIN, RulePack
 
+    cpu = time.process_time()
     pack = RulePack.open(ANS_CDA, cache_dir=Path(cache))
     start = time.perf_counter()
     sch = pack.schematron(pack.schematrons / STRUCMIN)
@@ -93,7 +99,32 @@ def _compile_all(cache: str) -> tuple[float, float, int]:
     start = time.perf_counter()
     for volet in pack.volets:
         pack.schematron(volet.path)
-    return strucmin, time.perf_counter() - start, sch.compiled.asserts
+    volets = time.perf_counter() - start
+    return strucmin, volets, sch.compiled.asserts, time.process_time() - cpu
+
+
+def _compile_fresh_process(cache: str) -> tuple[float, float, int, float]:
+    """:func:`_compile_all` in a new spawned process (nothing kept in memory)."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_compile_all, cache).result()
+
+
+def _compile_pool(jobs: int, cache: str) -> tuple[float, float, int]:
+    """The whole pack across ``jobs`` fresh workers (start-up included), as
+    ``segur-sim interop rules compile --all-volets --jobs N`` does;
+    (wall s, CPU s of the compilations, processes that took part)."""
+    from simulators.interop.pool import ValidationPool
+
+    start = time.perf_counter()
+    with ValidationPool(jobs) as pool:
+        results = pool.compile_pack(ANS_CDA, Path(cache), all_volets=True)
+        wall = time.perf_counter() - start
+    failed = [r.path.name for r in results if r.error]
+    if failed:
+        raise SystemExit(f"compilation failed: {failed}")
+    return wall, sum(r.seconds for r in results), len({r.pid for r in results})
 
 
 _BARRIER: Any = None
@@ -168,6 +199,11 @@ def one_round(
         figures[f"{key} max ms"].append(times[-1] * 1000)
         print(_line(label, wall, results))
 
+    from simulators.interop.cda import rulepack
+
+    # the stylesheets compiled by the previous repetition are dropped: a process that
+    # keeps hundreds of Saxon executables compiles the next ones more slowly (its heap)
+    rulepack._COMPILED.clear()
     with tempfile.TemporaryDirectory() as cache:
         print("built-in rules (XSD CDA_extended + header + document type):")
         wall, results = run_serial("builtin", files, cache)  # includes loading the XSD
@@ -178,15 +214,39 @@ def one_round(
         if not official:
             return
         print("official rule pack (XSD + StrucMin + volet, Saxon-HE):")
-        cpu = time.process_time()
-        strucmin, volets, asserts = _compile_all(cache)
-        figures["official cold compile CPU s"].append(time.process_time() - cpu)
-        figures["official cold compile StrucMin s"].append(strucmin)
-        figures["official cold compile volets s"].append(volets)
+        cold = tempfile.mkdtemp(dir=cache)
+        strucmin, volets, asserts, cpu = _compile_fresh_process(cold)
+        figures["official cold compile 1 process CPU s"].append(cpu)
+        figures["official cold compile 1 process StrucMin s"].append(strucmin)
+        figures["official cold compile 1 process volets s"].append(volets)
+        figures["official cold compile 1 process whole pack s"].append(strucmin + volets)
         print(
-            f"  cold compile: StrucMin {strucmin:.2f} s ({asserts} assertions), "
-            f"volets {volets:.2f} s"
+            f"  cold compile, 1 fresh process: StrucMin {strucmin:.2f} s ({asserts} "
+            f"assertions), volets {volets:.2f} s, whole pack {strucmin + volets:.2f} s "
+            f"({cpu:.2f} s CPU)"
         )
+        if jobs > 1:
+            wall, busy, used = _compile_pool(jobs, cache)
+            figures[f"official cold compile {jobs} processes whole pack s"].append(wall)
+            print(
+                f"  cold compile, whole pack across {jobs} fresh processes: {wall:.2f} s "
+                f"(start-up included; {busy:.2f} s of compilation in {used} processes)"
+            )
+        else:
+            _compile_all(cache)  # fills the disk cache for the warm figures
+        strucmin, volets, asserts, cpu = _compile_all(cache)
+        figures["official warm compile 1 process whole pack s"].append(strucmin + volets)
+        print(
+            f"  warm compile (disk cache), this process: StrucMin {strucmin:.2f} s, "
+            f"volets {volets:.2f} s, whole pack {strucmin + volets:.2f} s ({cpu:.2f} s CPU)"
+        )
+        if jobs > 1:
+            wall, busy, used = _compile_pool(jobs, cache)
+            figures[f"official warm compile {jobs} processes whole pack s"].append(wall)
+            print(
+                f"  warm compile, whole pack across {jobs} fresh processes: {wall:.2f} s "
+                f"(start-up included; {busy:.2f} s of compilation in {used} processes)"
+            )
         wall, results = run_serial("official", files, cache)
         record(
             "official 1 process after compile",

@@ -64,6 +64,9 @@ class SimulatorController:
     def stop(self) -> None:
         if self.simulator is not None and self.loop.is_running():
             self.call(self.simulator.stop())
+            # As asyncio.run does: session tasks still pending are cancelled and
+            # awaited, or they are garbage-collected later as "destroyed but pending".
+            self.call(_cancel_remaining_tasks())
             self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -77,3 +80,13 @@ class SimulatorController:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _cancel_remaining_tasks(timeout: float = 5.0) -> None:
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    await asyncio.get_running_loop().shutdown_asyncgens()

@@ -273,7 +273,9 @@ def run_suite(
         mailbox=address,
         nil=nil,
         tests=tuple(t.upper() for t in tests),
-        client_cmd=client_cmd or reference_client_command(fault),
+        client_cmd=client_cmd or reference_client_command(fault, serve=True),
+        # the built-in reference client runs long-lived; your command, once per step
+        driver="per-step" if client_cmd else "persistent",
         step_timeout=step_timeout,
         settle=settle,
     )

@@ -292,6 +292,10 @@ async def _serve_forever(data_dir: Path, overrides: dict[str, Any], quiet: bool)
         await stop.wait()
         if not quiet:
             click.echo("segur-sim: stopping")
+    # The validation worker processes (started on the first HTTP validation) end with
+    # the server, not whenever the interpreter gets round to it.
+    if "simulators.interop.pool" in sys.modules:
+        sys.modules["simulators.interop.pool"].close_shared_pool()
 
 
 @click.command("serve")

@@ -164,15 +164,23 @@ def _software(service: CndaService, software: Software) -> SoftwareOut:
     return SoftwareOut(**software.__dict__, components=components)
 
 
-async def _upload(request: Request) -> tuple[str, bytes, dict[str, str]]:
+async def _upload(request: Request) -> tuple[str, bytes, dict[str, list[str]]]:
     """The single uploaded file of a multipart request, and the other form fields."""
     form = await request.form(max_part_size=MAX_UPLOAD)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise HTTPException(422, "send the file as multipart form field 'file'")
     content = await upload.read()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields: dict[str, list[str]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(key, []).append(value)
     return upload.filename or "upload", content, fields
+
+
+def _case_ids(fields: dict[str, list[str]]) -> list[str]:
+    """``cases`` form fields: repeated, comma-separated, or both."""
+    return [c.strip() for v in fields.get("cases", []) for c in v.split(",") if c.strip()]
 
 
 # ---- router -----------------------------------------------------------------------------
@@ -280,7 +288,7 @@ def build_router(service: CndaService) -> APIRouter:
     async def deposit_document(request_id: str, request: Request, role: RoleHeader) -> Any:
         _require(role, Role.EDITOR)
         filename, content, fields = await _upload(request)
-        doc_type = fields.get("doc_type", "")
+        doc_type = (fields.get("doc_type") or [""])[-1]
         document = await _in_thread(
             lambda: service.deposit_document(request_id, doc_type, filename, content)
         )
@@ -289,16 +297,25 @@ def build_router(service: CndaService) -> APIRouter:
     @router.post(
         "/requests/{request_id}/proofs",
         status_code=201,
-        summary="Deposit a test proof (multipart: file; a .zip holding a bundle is verified)",
+        summary="Deposit a test proof (multipart: file, cases; a .zip holding a bundle is "
+        "verified)",
         openapi_extra=_multipart_schema(with_doc_type=False),
     )
     async def deposit_proof(request_id: str, request: Request, role: RoleHeader) -> Any:
         _require(role, Role.EDITOR)
-        filename, content, _fields = await _upload(request)
+        filename, content, fields = await _upload(request)
+        cases = _case_ids(fields)
         proof = await _in_thread(
-            lambda: service.deposit_proof_upload(request_id, filename, content)
+            lambda: service.deposit_proof_upload(request_id, filename, content, cases=cases)
         )
         return proof.__dict__
+
+    @router.get(
+        "/requests/{request_id}/coverage",
+        summary="Which test-plan cases the current round's proofs cover",
+    )
+    def coverage(request_id: str) -> dict[str, Any]:
+        return _call(lambda: service.coverage(request_id))
 
     @router.post(
         "/requests/{request_id}/actions/{action}",
@@ -372,6 +389,14 @@ async def _in_thread(fn: Callable[[], T]) -> T:
 def _multipart_schema(*, with_doc_type: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
     required = ["file"]
+    if not with_doc_type:
+        properties["cases"] = {
+            "type": "string",
+            "description": "Test-plan case IDs this proof covers, as the editor declares "
+            "them (comma-separated; the field may repeat). A bundle's own test lists "
+            "are read whatever is declared.",
+            "examples": ["0.1-210,0.2-100"],
+        }
     if with_doc_type:
         properties["doc_type"] = {
             "type": "string",

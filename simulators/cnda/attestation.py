@@ -143,6 +143,21 @@ def render_attestation(doc: dict[str, Any]) -> str:
         f'<td class="hash">{cell(p.get("sha256"))}</td></tr>'
         for p in doc.get("proofs", [])
     )
+    coverage = doc.get("coverage")
+    # Only attestations that carry a coverage get the section: older ones must still
+    # render byte for byte as they were signed.
+    coverage_html = (
+        "<h2>Couverture du plan de tests</h2>"
+        "<table><tr><th>Cas</th><th>Couverture</th><th>Preuves (sha256)</th></tr>"
+        + "".join(
+            f"<tr><td><code>{cell(c.get('id'))}</code></td><td>{cell(c.get('status'))}</td>"
+            f'<td class="hash">{"<br>".join(cell(h) for h in c.get("proofs", []))}</td></tr>'
+            for c in coverage.get("cases", [])
+        )
+        + "</table>"
+        if isinstance(coverage, dict)
+        else ""
+    )
     mode = EXAM_MODES.get(str(exam.get("mode")), exam.get("mode"))
     cases = len(plan.get("cases", []))
     rows = [
@@ -172,6 +187,7 @@ def render_attestation(doc: dict[str, Any]) -> str:
         "<h2>Preuves sur lesquelles repose l'attestation</h2>"
         "<table><tr><th>Preuve</th><th>Type</th><th>Tour</th><th>Résultat</th>"
         f"<th>sha256</th></tr>{proofs}</table>"
+        f"{coverage_html}"
         "<p>Vérifier: <code>segur-sim cnda attestation verify DIR</code> ou "
         "<code>openssl cms -verify -binary -inform DER -in attestation.json.p7s "
         "-content attestation.json -CAfile ca/root.pem -purpose any -out /dev/null</code></p>"

@@ -4,6 +4,16 @@ The rules only call the ordinary transitions, so they obey the same state machin
 guards and compare-and-set as a human agent; each event they cause says
 ``actor = "agent:rules"``. They stop as soon as the dossier waits on the editor, or
 on a human judgement (an uploaded file is never validated automatically).
+
+The pre-examen rule, in order:
+
+1. a FAILED bundle in the round, or a plan case some bundle of the round fails, makes
+   the agent refuse (``refuse_failed_bundles``), with the failed tests and cases;
+2. the agent validates (``validate_passed_bundles``) only when every proof of the round
+   is a verified PASSED bundle **and** every case of the personalised test plan is
+   covered by a passing bundle of the round (``coverage.py``);
+3. otherwise it waits: for more proofs from the editor, or for a human agent, who may
+   validate a plan that files or declarations cover.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulators.cnda.coverage import FAILED, plan_coverage
 from simulators.cnda.errors import IllegalTransitionError
 from simulators.cnda.repository import Dossier, Event
 from simulators.cnda.states import TRANSITIONS, Action, Role, State
@@ -27,8 +38,9 @@ class AgentRules:
     """What the automated agent may do. The defaults walk a clean dossier to the end."""
 
     send_test_plan: bool = True
-    validate_passed_bundles: bool = True  # every proof of the round is a PASSED bundle
-    refuse_failed_bundles: bool = True  # a FAILED bundle sends the dossier back
+    # Every proof of the round is a PASSED bundle and the plan is fully covered by them.
+    validate_passed_bundles: bool = True
+    refuse_failed_bundles: bool = True  # a FAILED bundle, or a failed plan case, sends it back
     schedule_exam: bool = True
     exam_in_days: int = 7
     exam_mode: str = "remote"
@@ -74,21 +86,29 @@ def next_automatic(
             return Action.SEND_TEST_PLAN, {}
     elif state is State.PRE_EXAMEN:
         proofs = [p for p in service.repo.proofs(dossier.id) if p.round == dossier.round]
+        coverage = plan_coverage(dossier.test_plan, dossier.round, proofs)
         failed = [p for p in proofs if p.kind == "bundle" and p.result == "FAILED"]
-        if failed and rules.refuse_failed_bundles:
+        failed_cases = coverage[FAILED]
+        if (failed or failed_cases) and rules.refuse_failed_bundles:
             tests = sorted({t for p in failed for t in p.details.get("failedTests", [])})
-            names = ", ".join(p.name for p in failed)
-            return Action.REFUSE, {
-                "reason": f"automatic review: FAILED proof(s) {names}; failed tests: "
-                + (", ".join(tests) or "see the bundles")
-            }
+            reasons = []
+            if failed:
+                reasons.append(
+                    f"FAILED proof(s) {', '.join(p.name for p in failed)}; failed tests: "
+                    + (", ".join(tests) or "see the bundles")
+                )
+            if failed_cases:
+                reasons.append(f"failed plan cases: {', '.join(failed_cases)}")
+            return Action.REFUSE, {"reason": "automatic review: " + "; ".join(reasons)}
         if (
             proofs
             and rules.validate_passed_bundles
             and all(p.kind == "bundle" and p.result == "PASSED" for p in proofs)
+            and coverage["complete"]
         ):
             return Action.VALIDATE, {
-                "reason": f"automatic review: {len(proofs)} bundle(s) verified and PASSED"
+                "reason": f"automatic review: {len(proofs)} bundle(s) verified and PASSED; "
+                f"{coverage['total']}/{coverage['total']} plan case(s) covered"
             }
     elif state is State.EXAMEN_A_PLANIFIER and rules.schedule_exam:
         day = service.clock().date() + dt.timedelta(days=rules.exam_in_days)

@@ -7,13 +7,12 @@ about a particular service is hard-coded here.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TESTCASES_ENV = "SEGUR_SIM_TESTCASES_DIR"
+from simulators.core.testcases import TESTCASES_ENV, testcases_dir
 
 Perimeter = dict[str, list[str]]
 
@@ -39,6 +38,9 @@ class TestCase:
     source: str
     requirements: tuple[str, ...]
     selected_by: dict[str, tuple[str, ...]]
+    # Test names in other proof bundles that count as evidence for this case (see
+    # coverage.py); the case's own ID always counts.
+    covered_by: tuple[str, ...] = ()
 
     def selected(self, perimeter: Perimeter) -> bool:
         return all(
@@ -46,12 +48,15 @@ class TestCase:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        case: dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "source": self.source,
             "requirements": list(self.requirements),
         }
+        if self.covered_by:
+            case["coveredBy"] = list(self.covered_by)
+        return case
 
 
 @dataclass(frozen=True)
@@ -117,11 +122,8 @@ class Catalogue:
 
 
 def default_directory() -> Path:
-    """``$SEGUR_SIM_TESTCASES_DIR/cnda``, else ``testcases/cnda`` at the repository root."""
-    env = os.environ.get(TESTCASES_ENV)
-    if env:
-        return Path(env).expanduser() / "cnda"
-    return Path(__file__).resolve().parents[2] / "testcases" / "cnda"
+    """``$SEGUR_SIM_TESTCASES_DIR/cnda``, else the source tree's, else the installed copy."""
+    return testcases_dir("cnda")
 
 
 def load_catalogue(directory: Path | None = None) -> Catalogue:
@@ -175,6 +177,11 @@ def _load_file(file: Path) -> Service:
             seen.add(case_id)
             if item.get("source") not in ("public", "illustrative"):
                 raise CatalogueError(f"{where}: case {case_id} needs source public|illustrative")
+            covered_by = item.get("covered_by", [])
+            if not isinstance(covered_by, list) or not all(
+                isinstance(name, str) and name.strip() for name in covered_by
+            ):
+                raise CatalogueError(f"{where}: case {case_id} covered_by must list test names")
             cases.append(
                 TestCase(
                     id=case_id,
@@ -184,6 +191,7 @@ def _load_file(file: Path) -> Service:
                     selected_by=_selector(
                         item.get("selected_by", {}), axes, f"{where} case {case_id}"
                     ),
+                    covered_by=tuple(covered_by),
                 )
             )
     except KeyError as exc:

@@ -299,17 +299,45 @@ def proof() -> None:
 @proof.command("deposit")
 @click.argument("request_id", metavar="REQUEST")
 @click.argument("path", type=click.Path(exists=True, path_type=Path), metavar="BUNDLE_DIR|FILE")
+@click.option(
+    "--case",
+    "cases",
+    multiple=True,
+    metavar="CASE_ID",
+    help="A test-plan case this proof covers (repeatable). A file covers only the cases "
+    "declared; a bundle's own test lists are read anyway.",
+)
 @json_option
-def proof_deposit(request_id: str, path: Path, as_json: bool) -> None:
+def proof_deposit(request_id: str, path: Path, cases: tuple[str, ...], as_json: bool) -> None:
     """Deposit a proof bundle (verified) or any file (hashed)."""
-    deposited = _svc().deposit_proof(request_id, path)
+    deposited = _svc().deposit_proof(request_id, path, cases=list(cases))
     verdict = f" {deposited.result}" if deposited.result else ""
+    covered = deposited.details.get("cases", {})
+    summary = ", ".join(f"{c} {o}" for c, o in covered.items()) or "no plan case"
     _emit(
         as_json,
         deposited.__dict__,
         f"{deposited.kind} {deposited.name}{verdict} sha256 {deposited.sha256} "
-        f"(round {deposited.round})",
+        f"(round {deposited.round}); covers {summary}",
     )
+
+
+@cnda.command("coverage")
+@click.argument("request_id", metavar="REQUEST")
+@json_option
+def coverage(request_id: str, as_json: bool) -> None:
+    """Which test-plan cases the current round's proofs cover; exit 1 if not all passed."""
+    found = _svc().coverage(request_id)
+    lines = [
+        f"round {found['round']}: {found['counts']['passed']}/{found['total']} plan case(s) "
+        f"passed" + ("" if found["planSent"] else " (test plan not sent yet)")
+    ]
+    for case in found["cases"]:
+        proofs = ", ".join(f"{p['name']} ({p['outcome']})" for p in case["proofs"]) or "-"
+        lines.append(f"  {case['id']:<16} {case['status']:<9} {proofs}")
+    _emit(as_json, found, "\n".join(lines))
+    if not found["complete"]:
+        sys.exit(1)
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -341,6 +369,13 @@ def status(request_id: str, html_out: Path | None, as_json: bool) -> None:
         f"  provisional {current['provisionalNumber'] or '-'}",
         f"  production  {current['productionNumber'] or '-'}",
         f"  proofs      {len(current['proofs'])} (round {current['round']})",
+        f"  plan cases  {current['coverage']['counts']['passed']}/"
+        f"{current['coverage']['total']} passed"
+        + (
+            f"; not yet: {', '.join(current['coverage']['notPassed'])}"
+            if current["coverage"]["notPassed"]
+            else ""
+        ),
         f"  events      {current['events']} (chain {chain})",
     ]
     lines += [f"  next        {step}" for step in current["nextSteps"]]

@@ -14,6 +14,20 @@ from typing import Any
 from simulators.cnda.repository import Event
 from simulators.core.proof import html_page
 
+_COVERAGE_LABELS = {
+    "passed": "couvert, réussi",
+    "failed": "ÉCHEC",
+    "warned": "avertissement",
+    "declared": "déclaré (à juger)",
+    "uncovered": "NON COUVERT",
+}
+_COVERAGE_CSS = {
+    "passed": "color:#1d6b2f",
+    "failed": "color:#a40000;font-weight:bold",
+    "warned": "color:#8a5a00",
+    "declared": "color:#8a5a00",
+    "uncovered": "color:#a40000;font-weight:bold",
+}
 _STATUS_CSS = (
     "border:3px solid #1b4f9c;padding:12px 18px;margin:12px 0;background:#eef3fb;font-size:1.1rem"
 )
@@ -58,21 +72,44 @@ def status_page(status: dict[str, Any], events: list[Event], *, captured_at: str
         ("Examen", f"{_e(exam['date'] or '-')} {_e(exam['mode'] or '')}"),
     ]
     plan = status.get("testPlan") or {}
-    cases = "".join(
-        f"<tr><td><code>{_e(c['id'])}</code></td><td>{_e(c['title'])}</td>"
-        f"<td>{_e(', '.join(c['requirements']))}</td><td>{_e(c['source'])}</td></tr>"
-        for c in plan.get("cases", [])
-    )
+    coverage = status["coverage"]
+    covered = {c["id"]: c for c in coverage["cases"]}
+
+    def case_row(case: dict[str, Any]) -> str:
+        cover = covered.get(case["id"], {"status": "uncovered", "proofs": []})
+        state = cover["status"]
+        by = ", ".join(f"{_e(p['name'])} ({_e(p['outcome'])})" for p in cover["proofs"])
+        return (
+            f"<tr><td style='white-space:nowrap'><code>{_e(case['id'])}</code></td>"
+            f"<td>{_e(case['title'])}</td>"
+            f"<td>{_e(', '.join(case['requirements']))}</td><td>{_e(case['source'])}</td>"
+            f"<td style='{_COVERAGE_CSS[state]}'>{_e(_COVERAGE_LABELS[state])}</td>"
+            f"<td>{by or '-'}</td></tr>"
+        )
+
+    counts = coverage["counts"]
     plan_html = (
         f"<h2>Plan de tests {_e(plan.get('name'))} {_e(plan.get('version'))}</h2>"
-        "<table><tr><th>Cas</th><th>Intitulé</th><th>Exigences</th><th>Source</th></tr>"
-        f"{cases}</table>"
+        f"<p>Couverture par les preuves du tour {_e(coverage['round'])} : "
+        f"<strong>{_e(counts['passed'])}/{_e(coverage['total'])}</strong> cas couverts par "
+        "une preuve réussie"
+        + (
+            f" ; restent : {_e(', '.join(coverage['notPassed']))}"
+            if coverage["notPassed"]
+            else " (plan entièrement couvert)"
+        )
+        + ".</p>"
+        "<table><tr><th>Cas</th><th>Intitulé</th><th>Exigences</th><th>Source</th>"
+        f"<th>Couverture</th><th>Preuves</th></tr>"
+        f"{''.join(case_row(c) for c in plan.get('cases', []))}</table>"
         if plan
         else "<h2>Plan de tests</h2><p>Pas encore envoyé.</p>"
     )
     proofs = "".join(
         f"<tr><td>{_e(p['round'])}</td><td>{_e(p['name'])}</td><td>{_e(p['kind'])}</td>"
-        f"<td>{_e(p['result'] or '-')}</td><td class='hash'>{_e(p['sha256'])}</td></tr>"
+        f"<td>{_e(p['result'] or '-')}</td>"
+        f"<td>{_e(', '.join(f'{c} {o}' for c, o in p['cases'].items()) or '-')}</td>"
+        f"<td class='hash'>{_e(p['sha256'])}</td></tr>"
         for p in status["proofs"]
     )
     documents = "".join(
@@ -97,7 +134,7 @@ def status_page(status: dict[str, Any], events: list[Event], *, captured_at: str
         "<h2>Documents contractuels</h2><table><tr><th>Type</th><th>Fichier</th>"
         f"<th>sha256</th></tr>{documents}</table>"
         "<h2>Preuves de tests</h2><table><tr><th>Tour</th><th>Preuve</th><th>Type</th>"
-        f"<th>Résultat</th><th>sha256</th></tr>{proofs}</table>"
+        f"<th>Résultat</th><th>Cas couverts</th><th>sha256</th></tr>{proofs}</table>"
         f"<h2>Journal (chaîne de hachage {chain})</h2>"
         "<table><tr><th>#</th><th>Quand</th><th>Qui</th><th>Action</th><th>Transition</th>"
         f"<th>Motif</th><th>Preuve sha256</th><th>Hash</th></tr>{log}</table>"

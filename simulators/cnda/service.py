@@ -23,6 +23,12 @@ from simulators.cnda import identifiers
 from simulators.cnda.attestation import ATTESTATION_TYPE, EXAM_MODES, write_attestation
 from simulators.cnda.automation import AgentRules, AutomationReport, run_agent
 from simulators.cnda.catalogue import Catalogue, CatalogueError, Service, load_catalogue
+from simulators.cnda.coverage import (
+    coverage_summary,
+    plan_case_ids,
+    plan_coverage,
+    proof_outcomes,
+)
 from simulators.cnda.errors import (
     ForbiddenRoleError,
     IllegalTransitionError,
@@ -307,28 +313,47 @@ class CndaService:
         document_id = self.db.write_sync(job)
         return next(d for d in self.repo.documents(request_id) if d.id == document_id)
 
-    def deposit_proof(self, request_id: str, path: Path, *, actor: str = "editor") -> Proof:
-        """A proof bundle directory (verified) or any other file (hashed and kept)."""
+    def deposit_proof(
+        self,
+        request_id: str,
+        path: Path,
+        *,
+        actor: str = "editor",
+        cases: list[str] | None = None,
+    ) -> Proof:
+        """A proof bundle directory (verified) or any other file (hashed and kept).
+
+        ``cases`` names test-plan cases the editor declares this proof covers (see
+        ``coverage.py``); a bundle's own test lists are read whatever is declared.
+        """
         path = Path(path)
         dossier = self.dossier(request_id)
         _check_proof_state(State(dossier.state))  # fail fast, checked again in the job
+        declared = _check_declared(dossier, cases)
         if path.is_dir():
             if not is_bundle(path):
                 raise InvalidInputError(
                     f"{path} is a directory but not a proof bundle "
                     "(no report.json + report.json.p7s); deposit files one by one"
                 )
-            return self._deposit_bundle(request_id, path, actor)
+            return self._deposit_bundle(request_id, path, actor, declared)
         if not path.is_file():
             raise NotFoundError(f"no such file or directory: {path}")
-        return self._deposit_file(request_id, path.name, path.read_bytes(), actor)
+        return self._deposit_file(request_id, path.name, path.read_bytes(), actor, declared)
 
     def deposit_proof_upload(
-        self, request_id: str, filename: str, content: bytes, *, actor: str = "editor"
+        self,
+        request_id: str,
+        filename: str,
+        content: bytes,
+        *,
+        actor: str = "editor",
+        cases: list[str] | None = None,
     ) -> Proof:
         """An uploaded proof: a zip holding a bundle is verified, anything else hashed."""
         dossier = self.dossier(request_id)
         _check_proof_state(State(dossier.state))
+        declared = _check_declared(dossier, cases)
         if filename.lower().endswith(".zip"):
             try:
                 extracted = self.storage.unzip_bundle(content)
@@ -336,12 +361,16 @@ class CndaService:
                 raise InvalidInputError(f"{filename}: {exc}") from exc
             if extracted is not None:
                 try:
-                    return self._deposit_bundle(request_id, extracted, actor, name=filename)
+                    return self._deposit_bundle(
+                        request_id, extracted, actor, declared, name=filename
+                    )
                 finally:
                     discard(extracted)
-        return self._deposit_file(request_id, filename, content, actor)
+        return self._deposit_file(request_id, filename, content, actor, declared)
 
-    def _deposit_file(self, request_id: str, filename: str, content: bytes, actor: str) -> Proof:
+    def _deposit_file(
+        self, request_id: str, filename: str, content: bytes, actor: str, declared: list[str]
+    ) -> Proof:
         try:
             name = safe_filename(filename)
         except ValueError as exc:
@@ -351,11 +380,17 @@ class CndaService:
         digest, stored = self.storage.put_bytes(content)
         details = {"note": "uploaded file, hashed; not verified by the simulator"}
         return self._record_proof(
-            request_id, "file", name, digest, len(content), None, details, stored, actor
+            request_id, "file", name, digest, len(content), None, details, stored, actor, declared
         )
 
     def _deposit_bundle(
-        self, request_id: str, source: Path, actor: str, *, name: str | None = None
+        self,
+        request_id: str,
+        source: Path,
+        actor: str,
+        declared: list[str],
+        *,
+        name: str | None = None,
     ) -> Proof:
         try:
             staged = self.storage.stage_bundle(source)
@@ -385,6 +420,11 @@ class CndaService:
             "passedTests": len(predicate.get("passedTests") or []),
             "warnedTests": len(predicate.get("warnedTests") or []),
             "failedTests": list(predicate.get("failedTests") or []),
+            # The test names plan coverage is read from (coverage.py).
+            "tests": {
+                key: sorted({str(n) for n in predicate.get(f"{key}Tests") or []})
+                for key in ("passed", "failed", "warned")
+            },
             "signer": result.signer,
             "verification": "signature, chain and every digest verified on deposit",
         }
@@ -400,6 +440,7 @@ class CndaService:
             details,
             stored,
             actor,
+            declared,
         )
 
     def _record_proof(
@@ -413,6 +454,7 @@ class CndaService:
         details: dict[str, Any],
         stored: Path,
         actor: str,
+        declared: list[str],
     ) -> Proof:
         now = self._now()
 
@@ -420,6 +462,10 @@ class CndaService:
             current = _locked(conn, request_id)
             state = State(current.state)
             _check_proof_state(state)
+            _check_declared(current, declared)
+            # Which plan cases this proof covers, fixed now and kept in the chain.
+            outcomes = proof_outcomes(current.test_plan, details.get("tests"), declared)
+            recorded = {**details, "cases": outcomes, "declaredCases": declared}
             if count_in(
                 conn,
                 "SELECT COUNT(*) FROM cnda_proofs WHERE request_id = ? AND round = ? "
@@ -440,7 +486,7 @@ class CndaService:
                     digest,
                     size,
                     result,
-                    json.dumps(details),
+                    json.dumps(recorded),
                     str(stored),
                     now,
                 ),
@@ -455,7 +501,13 @@ class CndaService:
                 from_state=state,
                 to_state=state,
                 evidence_sha256=digest,
-                data={"kind": kind, "name": name, "result": result, "round": current.round},
+                data={
+                    "kind": kind,
+                    "name": name,
+                    "result": result,
+                    "round": current.round,
+                    "cases": outcomes,
+                },
             )
             return int(cursor.lastrowid or 0)
 
@@ -613,7 +665,12 @@ class CndaService:
             evidence = sha256_bytes(canonical_json(plan))
         elif act is Action.REFUSE:
             updates["round"] = current.round + 1
-            data = {"round": current.round, "refusedProofs": [p.sha256 for p in round_proofs]}
+            coverage = plan_coverage(current.test_plan, current.round, round_proofs)
+            data = {
+                "round": current.round,
+                "refusedProofs": [p.sha256 for p in round_proofs],
+                "coverage": coverage_summary(coverage),
+            }
         elif act in (Action.VALIDATE, Action.RESUBMIT):
             if not round_proofs:
                 what = "validate" if act is Action.VALIDATE else "resubmit"
@@ -621,7 +678,14 @@ class CndaService:
                     f"cannot {what}: no proof deposited in round {current.round}"
                 )
             hashes = sorted(p.sha256 for p in round_proofs)
-            data = {"round": current.round, "proofs": hashes}
+            coverage = plan_coverage(current.test_plan, current.round, round_proofs)
+            # A human agent may validate a plan that is not fully covered (files are
+            # theirs to judge): the event records what it validated with.
+            data = {
+                "round": current.round,
+                "proofs": hashes,
+                "coverage": coverage_summary(coverage),
+            }
             evidence = sha256_bytes(canonical_json(hashes))
         elif act is Action.SCHEDULE_EXAM:
             updates.update(exam_date=params["exam_date"], exam_mode=params["exam_mode"] or "remote")
@@ -682,8 +746,11 @@ class CndaService:
         software = self.software(dossier.nil)
         issued = self.clock()
         valid_until = issued.date() + dt.timedelta(days=service.attestation_validity_days)
-        proofs = self.repo.proofs(dossier.id)
+        # Relied on: the proofs of the round the agent validated (earlier rounds were
+        # refused). Validation is the only way out of pre_examen and keeps the round.
+        proofs = [p for p in self.repo.proofs(dossier.id) if p.round == dossier.round]
         plan = dossier.test_plan or {}
+        coverage = plan_coverage(dossier.test_plan, dossier.round, proofs)
         document = {
             "type": ATTESTATION_TYPE,
             "title": "Attestation de conformité (SIMULATION)",
@@ -725,6 +792,18 @@ class CndaService:
                 }
                 for p in proofs
             ],
+            "coverage": {
+                "round": dossier.round,
+                "complete": coverage["complete"],
+                "cases": [
+                    {
+                        "id": c["id"],
+                        "status": c["status"],
+                        "proofs": sorted({p["sha256"] for p in c["proofs"]}),
+                    }
+                    for c in coverage["cases"]
+                ],
+            },
             "eventChainHead": dossier.head_hash,
         }
         out = self.storage.attestations / dossier.id / production_number
@@ -744,6 +823,11 @@ class CndaService:
             raise NotFoundError(f"{request_id} has no attestation yet ({_label(dossier.state)})")
         return Path(dossier.attestation_dir)
 
+    def coverage(self, request_id: str) -> dict[str, Any]:
+        """Which test-plan cases the current round's proofs cover (``coverage.py``)."""
+        dossier = self.dossier(request_id)
+        return plan_coverage(dossier.test_plan, dossier.round, self.repo.proofs(request_id))
+
     def status(self, request_id: str) -> dict[str, Any]:
         """Everything the status page and ``cnda status`` show, as plain data."""
         dossier = self.dossier(request_id)
@@ -754,6 +838,7 @@ class CndaService:
         documents = self.repo.documents(request_id)
         proofs = self.repo.proofs(request_id)
         events = self.repo.events(request_id)
+        coverage = plan_coverage(dossier.test_plan, dossier.round, proofs)
         return {
             "id": dossier.id,
             "simulation": True,
@@ -792,9 +877,12 @@ class CndaService:
                     "name": p.name,
                     "sha256": p.sha256,
                     "result": p.result,
+                    "cases": p.details.get("cases", {}),
+                    "declaredCases": p.details.get("declaredCases", []),
                 }
                 for p in proofs
             ],
+            "coverage": coverage,
             "attestationSha256": dossier.attestation_sha256,
             "allowedActions": [a.value for a in allowed_actions(state)],
             "nextSteps": self.next_steps(dossier),
@@ -819,11 +907,17 @@ class CndaService:
             if not steps:
                 steps.append("agent: send-test-plan")
         elif state in PROOF_STATES:
+            coverage = plan_coverage(dossier.test_plan, dossier.round, round_proofs)
             if not round_proofs:
                 steps.append(f"editor: deposit test proofs (round {dossier.round})")
-            elif state is State.CORRECTION:
+            elif coverage["notPassed"]:
+                steps.append(
+                    f"editor: deposit passing proofs for the plan cases not covered yet "
+                    f"(round {dossier.round}): {', '.join(coverage['notPassed'])}"
+                )
+            if round_proofs and state is State.CORRECTION:
                 steps.append("editor: resubmit")
-            else:
+            elif round_proofs:
                 steps.append("agent: validate or refuse the proofs")
         elif state is State.EXAMEN_A_PLANIFIER:
             steps.append("agent: schedule-exam")
@@ -888,6 +982,18 @@ def _check_source(act: Action, state: State) -> None:
             f"cannot {act.value} while the dossier is {_label(state)}{closed}; "
             f"{act.value} is allowed from {_labels(spec.sources)}"
         )
+
+
+def _check_declared(dossier: Dossier, cases: list[str] | None) -> list[str]:
+    """The declared case IDs, deduplicated, each in the dossier's test plan."""
+    declared = sorted({c.strip() for c in cases or [] if c.strip()})
+    known = plan_case_ids(dossier.test_plan)
+    unknown = [c for c in declared if c not in known]
+    if unknown:
+        raise InvalidInputError(
+            f"not cases of {dossier.id}'s test plan: {unknown}; the plan has {known}"
+        )
+    return declared
 
 
 def _check_proof_state(state: State) -> None:

@@ -5,18 +5,20 @@ look at: client address, TLS version and cipher, the suites the client offered,
 the client certificate, the SASL mechanism and whether SASL-IR was used, IMAP ID
 fields, and the transcript with credentials and tokens redacted.
 
-Rows are buffered and flushed as one write job, so recording costs no fsync of its
-own: it rides in the store's group commit.
+Rows are buffered and written by a batch hook of the store: they ride in the next
+group commit (a mail being stored, a flag set...) or, when nothing else is written,
+in a commit at most ``Database.lazy_delay`` later. Recording costs no commit of its
+own; a crash can lose the last few milliseconds of transcript, never a message.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,7 +146,7 @@ class SessionRecord:
 
     def note(self, data: str) -> None:
         """Something that is not on the wire: TLS established, a fault injected..."""
-        self._event("I", data)
+        self._event("I", _storable(data))
         self.recorder._emit(self, "note", data)
 
     def set(self, **fields: Any) -> None:
@@ -166,16 +168,34 @@ class SessionRecord:
 def _text(data: str | bytes) -> str:
     if isinstance(data, bytes):
         data = data.decode("utf-8", "backslashreplace")
+    elif not data.isascii():
+        data = _storable(data)
     return data.rstrip("\r\n")
+
+
+def _storable(text: str) -> str:
+    """Non-UTF-8 octets that a server decoded as lone surrogates, shown as ``\\x80``.
+
+    SQLite cannot store a lone surrogate: one such line would cost the whole batch
+    of recorded rows it travels in.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 class Recorder:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.ensure_schema(SCHEMA)
-        self._lock = threading.Lock()
-        self._sessions: dict[str, SessionRecord] = {}
-        self._events: list[tuple[str, int, float, str, str]] = []
+        db.add_batch_hook(self._write_rows)
+        # Filled by the servers' threads, drained by the store's writer thread. Deques,
+        # not a lock: deque.append and popleft are atomic, and a lock held by the
+        # writer stalled every session's next line.
+        self._sessions: collections.deque[SessionRecord] = collections.deque()
+        self._events: collections.deque[tuple[str, int, float, str, str]] = collections.deque()
         self._flush_pending = False
         self._listeners: list[Listener] = []
 
@@ -196,38 +216,45 @@ class Recorder:
 
     # ---- buffered persistence ---------------------------------------------------------
     def _queue_session(self, record: SessionRecord) -> None:
-        with self._lock:
-            self._sessions[record.id] = record
-            self._schedule()
+        self._sessions.append(record)
+        self._schedule()
 
     def _queue_event(self, session_id: str, seq: int, ts: float, direction: str, data: str) -> None:
-        with self._lock:
-            self._events.append((session_id, seq, ts, direction, data))
-            self._schedule()
+        self._events.append((session_id, seq, ts, direction, data))
+        self._schedule()
 
     def _schedule(self) -> None:
+        # Appended first, then checked: whatever this sees, the row is written by the
+        # batch that is pending or by the one this poke asks for.
         if not self._flush_pending:
             self._flush_pending = True
-            self.db.submit(self._flush_job)
+            self.db.poke()
 
-    def _flush_job(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
-            sessions = [
-                (
-                    r.id,
-                    r.protocol,
-                    r.endpoint,
-                    r.client_addr,
-                    r.client_port,
-                    r.started_at,
-                    r.ended_at,
-                    json.dumps(r.fields, default=str),
-                )
-                for r in self._sessions.values()
-            ]
-            events, self._events = self._events, []
-            self._sessions = {}
-            self._flush_pending = False
+    def _write_rows(self, conn: sqlite3.Connection) -> None:
+        if not self._flush_pending:
+            return
+        self._flush_pending = False
+        records: dict[str, SessionRecord] = {}
+        while self._sessions:
+            record = self._sessions.popleft()
+            records[record.id] = record
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        sessions = [
+            (
+                r.id,
+                r.protocol,
+                r.endpoint,
+                r.client_addr,
+                r.client_port,
+                r.started_at,
+                r.ended_at,
+                # a copy: the session's own thread may be setting fields meanwhile
+                json.dumps(dict(r.fields), default=str),
+            )
+            for r in records.values()
+        ]
         conn.executemany(
             "INSERT INTO wire_sessions(id, protocol, endpoint, client_addr, client_port,"
             " started_at, ended_at, fields) VALUES (?,?,?,?,?,?,?,?) "

@@ -5,6 +5,8 @@
 ``GET /evs/rest/validations/{oid}/report`` returns the gvr XML (or JSON, HTML, text),
 with Gazelle's ``severityThreshold``; ``GET /evs/rest/validations`` lists the kept
 validations (newest first, paged) and ``GET /evs/rest/validations/{oid}`` gives one.
+The validation itself runs in a worker process (``simulators.interop.pool``), never on
+the event loop.
 
 Validations are kept by a repository (``simulators.interop.store``): the application's
 SQLite store when ``app.state.interop_repository`` is set (``serve`` does it), else
@@ -21,7 +23,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from simulators.interop.engine import ValidationOptions, detect_kind, validate_bytes
+from simulators.interop.engine import ValidationOptions, detect_kind
+from simulators.interop.pool import validate_off_loop
 from simulators.interop.safe_xml import UnsafeOrInvalidXml, parse_xml
 from simulators.interop.store import (
     OID_ROOT,
@@ -162,9 +165,10 @@ async def create_validation(
         body, request.headers.get("content-type", "application/xml")
     )
     kind = kind_for_validator(service, validator, content, name)
-    # off the event loop: a validation with the official pack takes tens of ms, a save
-    # waits for the store's commit
-    report = await run_in_threadpool(validate_bytes, content, name=name, kind=kind, options=options)
+    # in a worker process: saxonche keeps the GIL during a Saxon call (seconds for a
+    # first StrucMin compilation), so a thread would still stop the event loop
+    report = await validate_off_loop(content, name=name, kind=kind, options=options)
+    # the save waits for the store's commit: in a thread
     oid = new_oid()
     await run_in_threadpool(
         repository.save, StoredValidation(oid, report, service, validator, origin="api")

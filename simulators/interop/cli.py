@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from simulators.core.config import DEFAULT_DATA_DIR, DataDir
-from simulators.interop.engine import KINDS, ValidationOptions, validate_bytes
+from simulators.interop.engine import KINDS, ValidationOptions
 from simulators.interop.report import Severity, ValidationReport
 
 SERVICE_NAME = "segur-sim interop validate"
@@ -114,6 +114,14 @@ def interop() -> None:
     help="Write the report(s) here instead of standard output.",
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Validate in N worker processes (0: one per CPU). 1 validates in this process.",
+)
 @data_dir_option
 @click.option(
     "--no-record", is_flag=True, help="Do not keep these validations in the data directory."
@@ -139,6 +147,7 @@ def validate(
     fmt: str,
     out: Path | None,
     quiet: bool,
+    jobs: int,
     data_dir: Path | None,
     no_record: bool,
     proof_dir: Path | None,
@@ -152,24 +161,32 @@ def validate(
     if rule_source in ("official", "both") and rules_dir is None:
         raise click.UsageError("--rule-source official/both needs --rules-dir")
     options = _options(rules_dir, rule_source, cache_dir, xsd)
-    done: list[_Done] = []
     progress = not quiet and len(files) > 1 and (out is not None or fmt == "text")
-    start = time.monotonic()
-    for i, path in enumerate(files, start=1):
+    items: list[tuple[str, bytes]] = []
+    for path in files:
         try:
-            content = path.read_bytes()
+            items.append((path.name, path.read_bytes()))
         except OSError as exc:
             click.echo(f"cannot read {path}: {exc}", err=True)
             sys.exit(2)
-        began = time.perf_counter()
-        report = validate_bytes(content, name=path.name, kind=kind, options=options)
-        done.append(_Done(path, report, time.perf_counter() - began))
+    start = time.monotonic()
+    finished = 0
+
+    def on_done(index: int, result: str) -> None:
+        nonlocal finished
+        finished += 1
         if progress:
             click.echo(
-                f"[{i}/{len(files)}] {report.result.value:6} {path.name} "
+                f"[{finished}/{len(files)}] {result:6} {files[index].name} "
                 f"({time.monotonic() - start:.1f} s)",
                 err=True,
             )
+
+    from simulators.interop.pool import ValidationPool, resolve_jobs
+
+    with ValidationPool(min(resolve_jobs(jobs), len(items))) as pool:
+        validated = pool.validate_many(items, kind=kind, options=options, on_done=on_done)
+    done = [_Done(files[v.index], v.report, v.seconds) for v in validated]
     reports = [d.report for d in done]
     data = _render(reports, fmt)
     if out is not None:
@@ -424,29 +441,42 @@ def rules() -> None:
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--all-volets", is_flag=True, help="Also compile every CI-SIS_*.sch volet.")
-def rules_compile(rules_dir: Path, cache_dir: Path | None, all_volets: bool) -> None:
-    """Compile (and cache) the header rules, and the volets; list the pack's defects."""
-    from simulators.interop.cda.rulepack import STRUCMIN, RulePack
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Compile in N worker processes (0: one per CPU), largest schematron first.",
+)
+def rules_compile(rules_dir: Path, cache_dir: Path | None, all_volets: bool, jobs: int) -> None:
+    """Compile (and cache) the header rules, and the volets; list the pack's defects.
+
+    Saxon-HE keeps compiled stylesheets in memory only: this checks that every
+    schematron compiles and fills the disk cache (generated XSLT, value sets), so that
+    later processes skip the Python steps."""
+    from simulators.interop.pool import ValidationPool, resolve_jobs
 
     options = ValidationOptions(rules_dir=rules_dir, cache_dir=cache_dir)
-    pack = RulePack.open(rules_dir, cache_dir=options.effective_cache_dir)
-    targets = [pack.schematrons / STRUCMIN]
-    if all_volets:
-        targets += [v.path for v in pack.volets]
+    start = time.monotonic()
+    with ValidationPool(resolve_jobs(jobs)) as pool:
+        results = pool.compile_pack(rules_dir, options.effective_cache_dir, all_volets=all_volets)
     issues = 0
-    for path in targets:
-        start = time.monotonic()
-        try:
-            sch = pack.schematron(path)
-        except Exception as exc:  # a broken schematron must not stop the others
-            click.echo(f"FAILED {path.name}: {exc}", err=True)
+    for result in results:
+        if result.error:
+            click.echo(f"FAILED {result.path.name}: {result.error}", err=True)
             issues += 1
             continue
         click.echo(
-            f"{path.name}: {sch.compiled.asserts} assertions, {sch.compiled.patterns} "
-            f"patterns, {time.monotonic() - start:.2f} s"
-            f"{' (xsl from cache)' if sch.from_cache else ''}"
+            f"{result.path.name}: {result.asserts} assertions, {result.patterns} "
+            f"patterns, {result.seconds:.2f} s"
+            f"{' (xsl from cache)' if result.from_cache else ''}"
         )
-        for issue in sch.compiled.issues:
-            click.echo(f"  WARNING {issue.code} {issue.source}: {issue.message}")
+        for code, source, message in result.issues:
+            click.echo(f"  WARNING {code} {source}: {message}")
+    click.echo(
+        f"{len(results)} schematron(s) in {time.monotonic() - start:.2f} s "
+        f"({pool.jobs} process(es))",
+        err=True,
+    )
     sys.exit(1 if issues else 0)

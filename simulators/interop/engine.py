@@ -71,15 +71,28 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+# kinds whose validator was plugged in at run time: worker processes do not know them
+_CUSTOM: set[str] = set()
+
+
 def register(kind: str, factory: Callable[[], Validator]) -> None:
-    """Plug a validator in (or replace a built-in one) for a kind."""
+    """Plug a validator in (or replace a built-in one) for a kind.
+
+    Only this process knows it: the HTTP endpoints then validate in a thread of this
+    process instead of a worker process (see ``simulators.interop.pool``)."""
     _REGISTRY[kind] = factory
+    _CUSTOM.add(kind)
+
+
+def uses_custom_validators() -> bool:
+    """True once :func:`register` has been called in this process."""
+    return bool(_CUSTOM)
 
 
 def get_validator(kind: str) -> Validator:
     if kind not in _REGISTRY and kind in _BUILTIN:
         module_name, attr = _BUILTIN[kind].split(":")
-        register(kind, getattr(importlib.import_module(module_name), attr))
+        _REGISTRY[kind] = getattr(importlib.import_module(module_name), attr)
     try:
         return _REGISTRY[kind]()
     except KeyError:

@@ -7,7 +7,12 @@ These commands work on the data directory itself (SQLite allows a running
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -93,6 +98,88 @@ def bal_list(data_dir: Path, as_json: bool) -> None:
         click.echo("no mailbox yet: segur-sim bal create --type PER dr.martin@" + services.domain)
     for box in boxes:
         click.echo(f"{box.type.value:4} {box.address:40} {box.display_name} / {box.entity}")
+
+
+def _delete_through_server(data_dir: Path, address: str) -> dict[str, Any] | None:
+    """Ask a ``segur-sim serve`` running on ``data_dir`` to delete the mailbox, so that it
+    also closes the mailbox's live sessions. ``None`` when no server runs there (or it
+    cannot be reached: the caller then deletes in the store itself)."""
+    from simulators.mss.conformance.cli import _running_server
+
+    if _running_server(data_dir.expanduser().resolve()) is None:
+        return None
+    try:
+        endpoints = json.loads((data_dir / "endpoints.json").read_text())
+        url = f"{endpoints['console_url'].rstrip('/')}/api/mss/mailboxes/{quote(address, safe='@')}"
+        context = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    except (OSError, ValueError, KeyError, TypeError, ssl.SSLError) as exc:
+        click.echo(f"warning: cannot read the running server's endpoints ({exc})", err=True)
+        return None
+    request = urllib.request.Request(url, method="DELETE", headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise click.ClickException(str(detail)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(
+            f"warning: the running server at {url} did not answer ({exc}); deleting in the "
+            "store directly: its open sessions of this mailbox, if any, stay open",
+            err=True,
+        )
+        return None
+
+
+@bal.command("delete")
+@click.argument("address")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bal_delete(address: str, data_dir: Path, as_json: bool) -> None:
+    """Delete the test mailbox ADDRESS.
+
+    Removes its folders, messages and flags and revokes its PSC refresh tokens. When a
+    `segur-sim serve` runs on the data directory, the deletion goes through it, which
+    also closes the mailbox's open SMTP/IMAP sessions (and is refused while a
+    conformance run uses the mailbox). Past conformance runs and proof bundles naming
+    it are archives: they are kept, and so is the mail it submitted.
+    """
+    result = _delete_through_server(data_dir, address)
+    if result is None:
+        from simulators.web.api_mss import runs_naming
+
+        services = _open(data_dir)
+        try:
+            deleted = services.delete_mailbox(address)
+            if deleted is None:
+                raise click.ClickException(f"unknown mailbox {address} (see: segur-sim bal list)")
+            result = {
+                **deleted.as_dict(),
+                "deleted": True,
+                "sessions_closed": 0,
+                "runs_kept": runs_naming(services, deleted.deletion.mailbox.address),
+            }
+        finally:
+            services.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(
+        f"deleted {result['type']} mailbox {result['address']}: {result['messages']} "
+        f"message(s) in {result['folders']} folder(s), "
+        f"{result['refresh_tokens_revoked']} PSC refresh token(s) revoked, "
+        f"{result['sessions_closed']} open session(s) closed"
+    )
+    runs = result.get("runs_kept") or []
+    click.echo(
+        f"  kept: {result['submissions_kept']} submitted mail(s) (evidence), "
+        f"{len(runs)} conformance run(s) and their proof bundles"
+        + (f" ({', '.join(runs)})" if runs else "")
+    )
 
 
 @click.group()

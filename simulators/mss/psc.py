@@ -5,6 +5,14 @@ opaque refresh tokens for the test identity bound to a PER/ORG mailbox, revokes
 refresh tokens, publishes its JWKS, and validates the bearer tokens the mail
 servers receive over XOAUTH2 (signature, issuer, audience, expiry, mailbox).
 
+Access tokens are stateless JWTs, and the PSC subject derives from the address, so a
+deleted mailbox created again under the same address has the same subject. Each access
+token therefore names the mailbox it was issued for (the ``segur_sim_mailbox`` claim:
+a digest of the mailbox row's id, address and creation time, see
+:func:`mailbox_binding`), and validation also refuses a token issued (``iat``) before
+the mailbox was created. A token issued before ``bal delete`` is refused after the
+address is created again, even within its lifetime.
+
 Refresh tokens are stored as sha256 hashes: the store never holds a usable token.
 """
 
@@ -50,6 +58,7 @@ register_schema(SCHEMA)
 
 DEFAULT_AUDIENCE = "mssante-simulation"
 SCOPE = "openid scope_all"
+MAILBOX_CLAIM = "segur_sim_mailbox"
 
 
 class TokenError(Exception):
@@ -81,6 +90,26 @@ class TokenInfo:
     expires_at: int
     issued_at: int
     jti: str
+
+
+def mailbox_binding(mailbox_id: int, address: str, created_at: float) -> str:
+    """What an access token's ``segur_sim_mailbox`` claim holds for one mailbox row.
+
+    The address alone is not enough (it can be deleted and created again), nor is the
+    row id (SQLite may give a deleted row's id to the next mailbox): the creation time,
+    a float with sub-second precision kept as it was written, tells two incarnations of
+    one address apart.
+    """
+    text = f"{int(mailbox_id)}\x00{address.strip().lower()}\x00{float(created_at)!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _binding_of(mailbox: Mailbox) -> str:
+    return mailbox_binding(mailbox.id, mailbox.address, mailbox.created_at)
+
+
+def _utc(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 def rpps_for(address: str) -> str:
@@ -176,13 +205,15 @@ class PscService:
             )
         )
         lifetime = access_lifetime or self.access_lifetime
-        return TokenPair(
-            self._access_token(subject, session_id, lifetime), refresh, lifetime, session_id
-        )
+        access = self._access_token(subject, session_id, lifetime, _binding_of(mailbox))
+        return TokenPair(access, refresh, lifetime, session_id)
 
     def refresh(self, refresh_token: str) -> TokenPair:
         row = self.db.read_one(
-            "SELECT * FROM psc_refresh_tokens WHERE token_hash = ?", (_hash(refresh_token),)
+            "SELECT r.*, m.address AS mailbox_address, m.created_at AS mailbox_created_at "
+            "FROM psc_refresh_tokens r LEFT JOIN mailboxes m ON m.id = r.mailbox_id "
+            "WHERE r.token_hash = ?",
+            (_hash(refresh_token),),
         )
         if row is None:
             raise TokenError("unknown refresh token")
@@ -190,7 +221,14 @@ class PscService:
             raise TokenError("refresh token revoked")
         if row["expires_at"] < time.time():
             raise TokenError("refresh token expired")
-        access = self._access_token(row["subject"], row["session_id"], self.access_lifetime)
+        created_at = row["mailbox_created_at"]
+        if created_at is None or row["issued_at"] < created_at:
+            # its mailbox was deleted (and maybe its row id given to a new one)
+            raise TokenError("refresh token of a deleted mailbox")
+        binding = mailbox_binding(row["mailbox_id"], row["mailbox_address"], created_at)
+        access = self._access_token(
+            row["subject"], row["session_id"], self.access_lifetime, binding
+        )
         return TokenPair(access, refresh_token, self.access_lifetime, row["session_id"])
 
     def revoke(self, refresh_token: str) -> bool:
@@ -224,7 +262,7 @@ class PscService:
         )
         return bool(row and row[0] is not None)
 
-    def _access_token(self, subject: str, session_id: str, lifetime: int) -> str:
+    def _access_token(self, subject: str, session_id: str, lifetime: int, binding: str) -> str:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -239,6 +277,7 @@ class PscService:
             "scope": SCOPE,
             "acr": "eidas2",
             "SubjectNameID": subject,
+            MAILBOX_CLAIM: binding,
             "simulation": True,
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
@@ -279,6 +318,7 @@ class PscService:
                 f"token subject {claims['sub']} has no right on {mailbox.address} "
                 f"(bound to {expected})"
             )
+        self._check_mailbox_binding(claims, mailbox)
         return TokenInfo(
             claims["sub"],
             claims.get("sid"),
@@ -286,6 +326,34 @@ class PscService:
             int(claims["iat"]),
             str(claims.get("jti", "")),
         )
+
+    @staticmethod
+    def _check_mailbox_binding(claims: dict[str, Any], mailbox: Mailbox) -> None:
+        """Refuse a token issued for an earlier mailbox of the same address.
+
+        ``iat`` has second granularity: a token issued in the second the mailbox was
+        created is not "before" it (``iat`` is compared with the creation second). The
+        claim settles the rest, such as a token of the deleted mailbox issued in that
+        same second.
+        """
+        created = mailbox.created_at
+        issued = int(claims["iat"])
+        if issued < int(created):
+            raise TokenError(
+                f"token issued at {_utc(issued)}, before {mailbox.address} was created "
+                f"({_utc(created)}): it belongs to a deleted mailbox of the same address; "
+                "log in again"
+            )
+        bound = claims.get(MAILBOX_CLAIM)
+        if bound is None:
+            raise TokenError(
+                f"token not bound to a mailbox (no {MAILBOX_CLAIM} claim); log in again"
+            )
+        if bound != _binding_of(mailbox):
+            raise TokenError(
+                f"token issued for a deleted mailbox of the same address ({mailbox.address} "
+                f"was created again at {_utc(created)}); log in again"
+            )
 
 
 def _hash(token: str) -> str:

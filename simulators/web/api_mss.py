@@ -4,9 +4,11 @@ The same operations as ``segur-sim bal`` / ``segur-sim psc`` (and more: reading 
 test mailboxes, feeding mail to them), so that a CI job can drive everything over
 HTTPS. ``GET /api/mss/mailboxes/{address}`` itself lives in ``mss/http_routes.py``.
 
+``DELETE /api/mss/mailboxes/{address}`` removes a mailbox (see :func:`delete_mailbox`).
+
 Errors are JSON ``{"detail": ...}``: 404 unknown mailbox, folder or message; 409 a
-request the mailbox's type or state does not allow; 413 a body over the upload limit;
-422 invalid input. Mail content is returned as data, never rendered.
+request the mailbox's type or state does not allow (or a run in progress on it); 413 a
+body over the upload limit; 422 invalid input. Mail content is returned as data, never rendered.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from simulators.core.pki import P12_PASSWORD
 from simulators.core.store.mail import Folder, Mailbox, MailboxType, MailStoreError
@@ -79,6 +82,23 @@ class CredentialsOut(BaseModel):
 
 class MailboxCreatedOut(MailboxOut):
     credentials: CredentialsOut
+
+
+class MailboxDeletedOut(BaseModel):
+    address: str
+    type: str
+    deleted: bool = True
+    folders: int = Field(description="Folders removed")
+    messages: int = Field(description="Messages removed (with their flags)")
+    bodies_freed: int = Field(description="Stored message bodies no longer used by anything")
+    refresh_tokens_revoked: int = Field(description="PSC refresh tokens revoked, then removed")
+    sessions_closed: int = Field(description="Live SMTP/IMAP sessions closed by the server")
+    submissions_kept: int = Field(
+        description="Mail it submitted, kept as evidence (GET /api/mss/submissions/{id}/message)"
+    )
+    runs_kept: list[str] = Field(
+        description="Conformance runs naming it: kept, with their proof bundles (archives)"
+    )
 
 
 class TokenIn(BaseModel):
@@ -259,6 +279,56 @@ def credentials(services: MssServices, box: Mailbox, base: str = "") -> dict[str
     return info
 
 
+def runs_naming(services: MssServices, address: str) -> list[str]:
+    """IDs of the conformance runs whose mailbox under test is ``address``."""
+    from simulators.mss.conformance.runs import RunRepository
+
+    RunRepository(services.db)  # makes sure the runs table exists
+    rows = services.db.read(
+        "SELECT id FROM mss_runs WHERE mailbox = ? COLLATE NOCASE ORDER BY started_at",
+        (address,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def delete_mailbox(services: MssServices, request: Request, address: str) -> dict[str, Any]:
+    """Delete a mailbox for the REST API and the console.
+
+    Removes the mailbox, its folders, messages and flags, revokes (then removes) its PSC
+    refresh tokens, and has the running server close its live SMTP/IMAP sessions. Kept,
+    because they are archives: conformance runs and their proof bundles that name it,
+    the mail it submitted (evidence of verdicts), the recorder's transcripts. Raises 404
+    for an unknown mailbox, 409 while a conformance run uses it.
+    """
+    box = mailbox_or_404(services, address)
+    runs = getattr(request.app.state, "runs", None)
+    if runs is not None and runs.busy and runs.current is not None:
+        from simulators.mss.conformance.runner import CORRESPONDENT_LOCAL
+
+        in_use = {runs.current.mailbox.lower(), f"{CORRESPONDENT_LOCAL}@{services.domain}".lower()}
+        if box.address.lower() in in_use:
+            raise HTTPException(
+                409,
+                f"run {runs.current.run_id} is in progress and uses {box.address}: "
+                "cancel it first (DELETE /api/mss/runs/{id})",
+            )
+    sim = runs.sim if runs is not None else None
+    closed = 0
+    if sim is not None:  # close first, so that no session works on a vanishing mailbox
+        closed += await sim.drop_mail_sessions(box.address, "mailbox-deleted")
+    deleted = await run_in_threadpool(services.delete_mailbox, box.address)
+    if deleted is None:
+        raise HTTPException(404, f"unknown mailbox {address}")
+    if sim is not None:  # and any session that logged in meanwhile
+        closed += await sim.drop_mail_sessions(box.address, "mailbox-deleted")
+    return {
+        **deleted.as_dict(),
+        "deleted": True,
+        "sessions_closed": closed,
+        "runs_kept": runs_naming(services, box.address),
+    }
+
+
 def _app_creds(services: MssServices, address: str) -> Any:
     box = mailbox_or_404(services, address)
     if box.type is not MailboxType.APP:
@@ -314,6 +384,16 @@ def build_router(services: MssServices) -> APIRouter:
             status = 409 if "already exists" in str(exc) else 422
             raise HTTPException(status, str(exc)) from None
         return {**box.as_dict(), "credentials": credentials(services, box)}
+
+    @router.delete("/mailboxes/{address}", response_model=MailboxDeletedOut, tags=["mailboxes"])
+    async def remove_mailbox(address: Address, request: Request) -> Any:
+        """Delete a test mailbox (``segur-sim bal delete``): its folders, messages and
+        flags, its PSC refresh tokens (revoked), its live SMTP/IMAP sessions (closed by
+        the server). Past conformance runs and proof bundles naming it are archives:
+        they stay, listed in ``runs_kept``; so do the mails it submitted. 404 for an
+        unknown mailbox; 409 while a conformance run uses it. The address can be
+        created again: it starts empty."""
+        return await delete_mailbox(services, request, address)
 
     @router.get(
         "/mailboxes/{address}/credentials", response_model=CredentialsOut, tags=["mailboxes"]

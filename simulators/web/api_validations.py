@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from simulators.interop.api import (
     OID_ROOT,
@@ -21,7 +20,8 @@ from simulators.interop.api import (
     get_options,
     get_repository,
 )
-from simulators.interop.engine import KINDS, ValidationOptions, validate_bytes
+from simulators.interop.engine import KINDS, ValidationOptions
+from simulators.interop.pool import validate_off_loop
 from simulators.interop.report import ValidationReport
 from simulators.web.api_mss import ERRORS, safe_download_name
 from simulators.web.security import REPORT_CSP
@@ -58,9 +58,8 @@ async def run_validation(
     options: ValidationOptions,
 ) -> tuple[str, ValidationReport]:
     """Validate off the event loop and keep the report. Never raises on bad input."""
-    report = await run_in_threadpool(
-        validate_bytes, content, name=name or "upload", kind=kind, options=options
-    )
+    # in a worker process (simulators.interop.pool): Saxon keeps the GIL, a thread would not do
+    report = await validate_off_loop(content, name=name or "upload", kind=kind, options=options)
     oid = f"{OID_ROOT}.{uuid.uuid4().int % 10**12}"
     validator = "auto" if kind == "auto" else kind
     repository.save(StoredValidation(oid, report, SERVICE_NAME, validator))

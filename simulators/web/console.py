@@ -35,7 +35,7 @@ from simulators.interop.engine import KINDS, ValidationOptions
 from simulators.interop.report import ValidationReport
 from simulators.mss.services import MssServices
 from simulators.web import mailview
-from simulators.web.api_mss import credentials
+from simulators.web.api_mss import credentials, delete_mailbox
 from simulators.web.api_validations import run_validation
 from simulators.web.mailview import Attachment, MailViewError
 from simulators.web.security import (
@@ -178,10 +178,14 @@ def build_router(
 
     # ---- mailboxes -------------------------------------------------------------------------
     def mailboxes_page(request: Request, *, error: str | None = None, form: Any = None) -> Any:
+        deleted = request.query_params.get("deleted", "")[:254] if request.method == "GET" else ""
+        if deleted and store.get_mailbox(deleted) is not None:
+            deleted = ""  # only say "deleted" of a mailbox that is gone
         return console.render(
             request,
             "mailboxes.html",
             nav="mailboxes",
+            deleted=deleted,
             boxes=store.list_mailboxes(),
             domain=services.domain,
             error=error,
@@ -239,6 +243,19 @@ def build_router(
             raise HTTPException(409, f"{address} is an APP mailbox: it uses its certificate")
         pair = services.psc.issue(box)
         return mailbox_page(request, address, token=pair.as_oauth_json())
+
+    @router.post("/mailboxes/{address}/delete", dependencies=[Csrf])
+    async def mailbox_delete(request: Request, address: str) -> Any:
+        console.mailbox(address)  # 404 JSON for an unknown mailbox
+        try:
+            await delete_mailbox(services, request, address)
+        except HTTPException as exc:
+            if exc.status_code != 409:
+                raise
+            page = mailbox_page(request, address, error=str(exc.detail))
+            page.status_code = 409
+            return page
+        return RedirectResponse(f"/mailboxes?deleted={quote(address, safe='@')}", status_code=303)
 
     # ---- webmail ---------------------------------------------------------------------------
     @router.get("/webmail/{address}", response_class=HTMLResponse)
@@ -566,11 +583,18 @@ def build_router(
         return RedirectResponse(f"/cnda/requests/{quote(dossier.id)}?role=editor", status_code=303)
 
     def request_page(
-        request: Request, request_id: str, role: str, *, error: str | None = None
+        request: Request,
+        request_id: str,
+        role: str,
+        *,
+        error: str | None = None,
+        declared: list[str] | None = None,
     ) -> HTMLResponse:
         status, problem = cnda_call(lambda: cnda.status(request_id))
         if problem:
             raise HTTPException(404, problem)
+        # Plan coverage by the current round's proofs (cnda/coverage.py), by case ID.
+        coverage = status["coverage"]
         role_enum = Role.AGENT if role == "agent" else Role.EDITOR
         actions = [
             {
@@ -591,6 +615,10 @@ def build_router(
             events=cnda.events(request_id),
             doc_types=[d.value for d in DocumentType],
             proof_states={State.PRE_EXAMEN.value, State.CORRECTION.value},
+            plan=status.get("testPlan") or None,
+            coverage=coverage,
+            coverage_by_case={c["id"]: c for c in coverage["cases"]},
+            declared=set(declared or ()),
             error=error,
             status_code=422 if error else 200,
         )
@@ -626,11 +654,23 @@ def build_router(
         if not isinstance(upload, UploadFile):
             return request_page(request, request_id, "editor", error="choose a file")
         content = await upload.read()
+        # The plan cases the editor declares this proof covers: checkboxes, or (like the
+        # REST API's multipart field) comma-separated IDs. An ID outside the plan is
+        # refused by the service (InvalidInputError, 422) and nothing is recorded.
+        cases = [
+            case.strip()
+            for value in form.getlist("cases")
+            if isinstance(value, str)
+            for case in value.split(",")
+            if case.strip()
+        ]
         _proof, error = await cnda_acall(
-            lambda: cnda.deposit_proof_upload(request_id, upload.filename or "proof", content)
+            lambda: cnda.deposit_proof_upload(
+                request_id, upload.filename or "proof", content, cases=cases or None
+            )
         )
         if error:
-            return request_page(request, request_id, "editor", error=error)
+            return request_page(request, request_id, "editor", error=error, declared=cases)
         return back(request_id, "editor")
 
     @router.post("/cnda/requests/{request_id}/actions", dependencies=[Csrf])

@@ -191,6 +191,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
             elif event.get("kind") in ("step-end", "run-end"):
                 current = None
         done = sum(1 for t in doc.get("tests", []) if t.get("status") in FINISHED)
+        from simulators.mss.conformance.runner import CORRESPONDENT_LOCAL
+
         return console.render(
             request,
             "run.html",
@@ -198,6 +200,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
             run=doc,
             current=current if doc["inProgress"] else None,
             done=done,
+            correspondent=f"{CORRESPONDENT_LOCAL}@{services.domain}",
         )
 
     @router.post("/runs/{run_id}/cancel", dependencies=[Depends(check_csrf)])
@@ -205,5 +208,5 @@ def add_routes(router: APIRouter, console: Console) -> None:
         runs = run_service(request)
         if runs is None or runs.current is None or runs.current.run_id != run_id or not runs.busy:
             raise HTTPException(409, f"run {run_id} is not in progress")
-        await runs.stop()
+        await runs.stop("cancelled by the operator from the console (Cancel the run)")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)

@@ -23,6 +23,16 @@ def new_dossier(service: CndaService, perimeter: dict[str, list[str]] | None = N
     return service.open_request(editor.nie, software.nil, "DMP", perimeter or DMP_PLAIN)
 
 
+def plan_ids(service: CndaService, request_id: str) -> list[str]:
+    """The case IDs of the dossier's personalised test plan (sent at pre_examen)."""
+    return [c["id"] for c in (service.dossier(request_id).test_plan or {}).get("cases", [])]
+
+
+def covering_bundle(service: CndaService, make_bundle: BundleMaker, request_id: str) -> Path:
+    """A PASSED bundle whose passedTests name every case of the dossier's plan."""
+    return make_bundle(passed=["MSS-SMTP-01", *plan_ids(service, request_id)])
+
+
 def deposit_initial_documents(service: CndaService, dossier: Dossier) -> None:
     service.deposit_document(dossier.id, "contract_request", "demande.pdf", b"%PDF contract")
     service.deposit_document(dossier.id, "signed_conditions", "cgu.pdf", b"%PDF conditions")
@@ -32,9 +42,14 @@ def deposit_initial_documents(service: CndaService, dossier: Dossier) -> None:
         )
 
 
-def walk_to(service: CndaService, make_bundle: BundleMaker, target: State) -> Dossier:
+def walk_to(
+    service: CndaService,
+    make_bundle: BundleMaker,
+    target: State,
+    perimeter: dict[str, list[str]] | None = None,
+) -> Dossier:
     """A fresh dossier moved to ``target`` along the main path."""
-    dossier = new_dossier(service)
+    dossier = new_dossier(service, perimeter)
     rid = dossier.id
     if target is State.ABANDONNE:
         return service.transition(rid, "abandon", role=EDITOR, reason="project stopped")
@@ -57,6 +72,8 @@ def walk_to(service: CndaService, make_bundle: BundleMaker, target: State) -> Do
             service.transition(rid, "resubmit", role=EDITOR)
         if action == "complete":
             service.deposit_document(rid, "satisfaction_questionnaire", "q.txt", b"5/5")
+            if dossier.psc:
+                service.deposit_document(rid, "psc_habilitation_receipt", "r.pdf", b"%PDF r")
         if action is not None:
             role = EDITOR if action == "complete" else AGENT
             service.transition(

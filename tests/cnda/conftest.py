@@ -61,16 +61,27 @@ def service(db: Database, data_dir: DataDir, pki: TestPKI, catalogue: Catalogue)
 def make_bundle(tmp_path: Path, pki: TestPKI) -> BundleMaker:
     counter = iter(range(1, 10_000))
 
-    def make(result: str = "PASSED", *, signer: TestPKI | None = None, **extra: Any) -> Path:
+    def make(
+        result: str = "PASSED",
+        *,
+        signer: TestPKI | None = None,
+        passed: list[str] | None = None,
+        failed: list[str] | None = None,
+        warned: list[str] | None = None,
+        **extra: Any,
+    ) -> Path:
+        """A real signed bundle; ``passed``/``failed``/``warned`` name its tests."""
         n = next(counter)
-        failed = ["MSS-IMAP-02"] if result == "FAILED" else []
+        if failed is None:
+            failed = ["MSS-IMAP-02"] if result == "FAILED" else []
         return proof.write_bundle(
             tmp_path / "runs" / f"run-{n}",
             kind="mss",
             predicate={
                 "result": result,
-                "passedTests": ["MSS-SMTP-01"],
+                "passedTests": ["MSS-SMTP-01"] if passed is None else passed,
                 "failedTests": failed,
+                "warnedTests": warned or [],
                 "suite": "MOTCO2",
                 **extra,
             },

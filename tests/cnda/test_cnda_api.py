@@ -148,11 +148,31 @@ def test_agent_rules_over_rest(client: TestClient, make_bundle: BundleMaker) -> 
         ok(deposit(client, rid, doc_type), 201)
     run = ok(client.post(f"/api/cnda/requests/{rid}/agent/run", headers=AGENT))
     assert [e["action"] for e in run["done"]] == ["send-test-plan"]
-    client.post(
-        f"/api/cnda/requests/{rid}/proofs",
-        files={"file": ("ok.zip", zipped(make_bundle()), "application/zip")},
-        headers=EDITOR,
+    cases = [c["id"] for c in run["status"]["testPlan"]["cases"]]
+    # A PASSED bundle that names none of the plan's cases is not enough for the rules.
+    ok(
+        client.post(
+            f"/api/cnda/requests/{rid}/proofs",
+            files={"file": ("mss.zip", zipped(make_bundle()), "application/zip")},
+            headers=EDITOR,
+        ),
+        201,
     )
+    run = ok(client.post(f"/api/cnda/requests/{rid}/agent/run", headers=AGENT, json={}))
+    assert run["done"] == [] and run["status"]["state"] == "pre_examen"
+    assert run["status"]["coverage"]["uncovered"] == cases
+    assert ", ".join(cases) in run["waiting_for"][0]
+    covering = make_bundle(passed=cases)
+    ok(
+        client.post(
+            f"/api/cnda/requests/{rid}/proofs",
+            files={"file": ("dmp.zip", zipped(covering), "application/zip")},
+            headers=EDITOR,
+        ),
+        201,
+    )
+    coverage = ok(client.get(f"/api/cnda/requests/{rid}/coverage"))
+    assert coverage["complete"] is True and coverage["passed"] == cases
     run = ok(client.post(f"/api/cnda/requests/{rid}/agent/run", headers=AGENT, json={}))
     assert run["status"]["state"] == "attestation_emise"
     assert run["waiting_for"] == [

@@ -14,8 +14,10 @@ from cnda_support import (
     DMP_PLAIN,
     DMP_PSC,
     BundleMaker,
+    covering_bundle,
     deposit_initial_documents,
     new_dossier,
+    plan_ids,
     walk_to,
 )
 
@@ -31,9 +33,11 @@ from simulators.cnda.errors import (
 )
 from simulators.cnda.identifiers import REAL_AUTHORIZATION_SHAPE, SIMULATED_ID
 from simulators.cnda.service import CndaService
-from simulators.cnda.states import TRANSITIONS, Action, Role, State
+from simulators.cnda.states import Role, State
+from simulators.core.config import DataDir
 from simulators.core.pki import TestPKI
 from simulators.core.proof import sha256_file
+from simulators.core.store.database import Database
 
 AGENT, EDITOR = Role.AGENT.value, Role.EDITOR.value
 
@@ -63,7 +67,7 @@ def test_dossier_walks_end_to_end_with_correction_and_failed_exam(
     assert dossier.state == State.CORRECTION and dossier.round == 2
     with pytest.raises(IllegalTransitionError, match="no proof deposited in round 2"):
         service.transition(rid, "resubmit", role=EDITOR)
-    fixed = make_bundle("PASSED")
+    fixed = covering_bundle(service, make_bundle, rid)
     report_pdf = tmp_path / "capture-dmp.pdf"
     report_pdf.write_bytes(b"%PDF screenshots of the DMP tests")
     service.deposit_proof(rid, fixed)
@@ -109,11 +113,16 @@ def test_dossier_walks_end_to_end_with_correction_and_failed_exam(
     assert doc["exam"] == {"date": "2025-04-24", "mode": "remote", "attempts": 2}
     assert doc["productionNumber"] == dossier.production_number
     assert doc["issuedAt"].startswith("2025-03-03") and doc["validUntil"] > "2028-01-01"
+    # Relied on: the proofs of the validated round, not the refused FAILED one.
     proof_hashes = {p["sha256"] for p in doc["proofs"]}
-    assert {sha256_file(failed / "report.json"), sha256_file(fixed / "report.json")} <= (
-        proof_hashes
+    assert proof_hashes == {sha256_file(fixed / "report.json"), uploaded.sha256}
+    assert {p["round"] for p in doc["proofs"]} == {2}
+    assert doc["coverage"]["complete"] is True
+    assert [c["id"] for c in doc["coverage"]["cases"]] == cases
+    assert all(
+        c["status"] == "passed" and c["proofs"] == [sha256_file(fixed / "report.json")]
+        for c in doc["coverage"]["cases"]
     )
-    assert uploaded.sha256 in proof_hashes
     assert doc["simulation"] is True and doc["disclaimer"] == DISCLAIMER
     proc = subprocess.run(
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER",
@@ -125,6 +134,7 @@ def test_dossier_walks_end_to_end_with_correction_and_failed_exam(
     assert proc.returncode == 0, proc.stderr
     html = (directory / "attestation.html").read_text()
     assert "SIMULATION" in html and dossier.production_number in html
+    assert "Couverture du plan de tests" in html  # rendered from, and checked against, the JSON
 
     events = service.events(rid)
     assert service.verify_events(rid) == []
@@ -175,7 +185,7 @@ def test_agent_rules_walk_a_dossier_for_ci(service: CndaService, make_bundle: Bu
     assert [e.action for e in report.done] == ["refuse"]
     assert "MSS-IMAP-02" in (report.done[0].reason or "")
 
-    service.deposit_proof(dossier.id, make_bundle("PASSED"))
+    service.deposit_proof(dossier.id, covering_bundle(service, make_bundle, dossier.id))
     service.transition(dossier.id, "resubmit", role=EDITOR)
     report = service.run_agent(dossier.id)
     assert [e.action for e in report.done] == ["validate", "schedule-exam", "pass-exam", "finalise"]
@@ -193,33 +203,27 @@ def test_agent_rules_leave_uploaded_files_to_a_human(service: CndaService, tmp_p
     service.run_agent(dossier.id)
     screenshot = tmp_path / "capture.png"
     screenshot.write_bytes(b"\x89PNG not really")
-    service.deposit_proof(dossier.id, screenshot)
+    cases = plan_ids(service, dossier.id)
+    uploaded = service.deposit_proof(dossier.id, screenshot, cases=cases)
+    assert uploaded.details["cases"] == dict.fromkeys(cases, "declared")
     report = service.run_agent(dossier.id, AgentRules())
     assert report.done == []
     assert service.dossier(dossier.id).state == State.PRE_EXAMEN
-    assert report.waiting_for == ["agent: validate or refuse the proofs"]
+    assert report.waiting_for == [
+        "editor: deposit passing proofs for the plan cases not covered yet (round 1): "
+        + ", ".join(cases),
+        "agent: validate or refuse the proofs",
+    ]
+    # A human agent may validate on declared files; the event says what it relied on.
+    service.transition(dossier.id, "validate", role=AGENT, actor="agent:jdupont")
+    validated = service.events(dossier.id)[-1]
+    assert validated.actor == "agent:jdupont"
+    assert validated.data["coverage"]["declared"] == cases
+    assert validated.data["coverage"]["complete"] is False
 
 
 # ---- illegal transitions ----------------------------------------------------------------
-ILLEGAL = [
-    (state, action)
-    for state in State
-    for action in Action
-    if state not in TRANSITIONS[action].sources
-]
-
-
-@pytest.mark.parametrize(("state", "action"), ILLEGAL, ids=lambda v: str(v))
-def test_every_illegal_transition_is_refused(
-    service: CndaService, make_bundle: BundleMaker, state: State, action: Action
-) -> None:
-    dossier = walk_to(service, make_bundle, state)
-    before = (service.dossier(dossier.id), len(service.events(dossier.id)))
-    role = sorted(TRANSITIONS[action].roles)[0].value
-    with pytest.raises(IllegalTransitionError) as caught:
-        service.transition(dossier.id, action.value, role=role, reason="r", exam_date="2030-01-01")
-    assert f"cannot {action.value} while the dossier is {state.value}" in caught.value.message
-    assert (service.dossier(dossier.id), len(service.events(dossier.id))) == before
+# Every pair the table forbids, for every role and surface: test_cnda_state_table.py.
 
 
 def test_finalising_from_pre_examen_is_refused(
@@ -415,6 +419,49 @@ def test_concurrent_transitions_cannot_both_win(
     assert [e.action for e in changes][-1] == winners[0].split(":")[1]
     assert len(changes) == 3  # open, send-test-plan, the winner
     assert service.verify_events(dossier.id) == []
+
+
+def test_two_store_connections_cannot_both_win(
+    service: CndaService, make_bundle: BundleMaker, data_dir: DataDir, pki: TestPKI
+) -> None:
+    """Like a CLI and a server on one data dir: SQLite's write lock, not one queue."""
+    dossier = walk_to(service, make_bundle, State.PRE_EXAMEN)
+    service.deposit_proof(dossier.id, make_bundle())
+    others = [Database(data_dir.db_path, durable=False) for _ in range(3)]
+    try:
+        services = [service] + [
+            CndaService(db, data_dir, catalogue=service.catalogue, pki=pki) for db in others
+        ]
+        barrier = threading.Barrier(len(services) * 2)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def run(svc: CndaService, action: str) -> None:
+            barrier.wait()
+            try:
+                svc.transition(dossier.id, action, role=AGENT, reason="race")
+                outcome = f"won:{action}"
+            except IllegalTransitionError:
+                outcome = "refused"
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [
+            threading.Thread(target=run, args=(svc, action))
+            for svc in services
+            for action in ("validate", "refuse")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for db in others:
+            db.close()
+    assert len([o for o in outcomes if o.startswith("won")]) == 1, outcomes
+    assert outcomes.count("refused") == len(services) * 2 - 1
+    changes = [e for e in service.events(dossier.id) if e.from_state != e.to_state]
+    assert len(changes) == 3 and service.verify_events(dossier.id) == []
 
 
 def test_concurrent_finalise_issues_one_attestation(

@@ -3,12 +3,15 @@ real TLS sockets), its faulty variants, the proof bundles and the coverage table
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from simulators.mss.conformance import report
 from simulators.mss.conformance.api import reference_client_command
 from simulators.mss.conformance.catalogue import load_catalogue
 from simulators.mss.conformance.coverage import coverage_rows
+from simulators.mss.conformance.driver import PersistentDriver
 from simulators.mss.conformance.runner import RunError, Runner, RunRequest
 from simulators.mss.conformance.runs import RunRecord
 
@@ -52,17 +56,26 @@ def run_suite(
     fault: str | None = None,
     client_cmd: str | None = None,
     step_timeout: float = STEP_TIMEOUT,
+    driver: str = "per-step",
+    runners: list[Runner] | None = None,
 ) -> RunRecord:
     assert sim.simulator is not None
     runner = Runner(sim.simulator)
+    if runners is not None:
+        runners.append(runner)
+    if client_cmd is None:
+        client_cmd = reference_client_command(fault)
+        if driver == "persistent":
+            client_cmd += " --serve"
     request = RunRequest(
         suite=suite,
         mailbox=mailbox,
         nil=NIL,
         tests=tests,
-        client_cmd=client_cmd or reference_client_command(fault),
+        client_cmd=client_cmd,
         step_timeout=step_timeout,
         settle=0.5,
+        driver=driver,
     )
     run = runner.plan(request)
     steps = sum(len(t.steps) for t in run.tests)
@@ -214,6 +227,10 @@ def test_unknown_test_mailbox_and_wrong_suite_are_refused(conf_sim: SimulatorCon
         runner.plan(RunRequest("per-org", APP, NIL))
     with pytest.raises(RunError, match="unknown suite"):
         runner.plan(RunRequest("gen", PER, NIL))
+    with pytest.raises(RunError, match="unknown driver mode 'daemon'"):
+        runner.plan(RunRequest("per-org", PER, NIL, client_cmd="true", driver="daemon"))
+    with pytest.raises(RunError, match="persistent driver mode needs a client command"):
+        runner.plan(RunRequest("per-org", PER, NIL, driver="persistent"))
 
 
 def test_a_hanging_client_command_is_stopped_at_the_timeout(
@@ -225,6 +242,105 @@ def test_a_hanging_client_command_is_stopped_at_the_timeout(
     assert step.client["stoppedByRunner"] is True
     assert step.client["seconds"] < 15
     assert "(waited 1 s)" in (step.verdict.message if step.verdict else "")
+
+
+# ---- the persistent driver mode -----------------------------------------------------------------
+PERSISTENT_TESTS = ("MSS-03", "MSS-05", "MSS-09", "MSS-13", "MSS-16", "MSS-17", "MSS-18")
+
+
+def test_persistent_driver_runs_the_reference_client_once_per_run(
+    conf_sim: SimulatorController,
+) -> None:
+    # Staged TLS profiles, two-step tests, a refused token, runner actions mid-step.
+    runners: list[Runner] = []
+    run = run_suite(
+        conf_sim, "per-org", PER, PERSISTENT_TESTS, driver="persistent", runners=runners
+    )
+    assert failures(run) == {}
+    steps = [s for t in run.tests for s in t.steps]
+    assert len(steps) == 9
+    driver = runners[0]._driver
+    assert driver is not None and driver.starts == 1 and driver.process is None  # closed
+    assert all(s.client["persistent"] is True for s in steps)
+    assert {s.client["exitCode"] for s in steps} >= {0, 2, 3}  # done, TLS refused, gave up
+    # each step's output is its own: the log names that step's action only
+    for test in run.tests:
+        for s in test.steps:
+            assert f"{s.action} for {PER}" in s.client["output"], (test.test_id, s.step_id)
+    keep = [s for t in run.tests for s in t.steps if s.action == "keep-session-open"]
+    assert {s.client["stoppedByRunner"] for s in keep} == {True, False}  # 17 stopped, 18 ended
+
+
+def test_persistent_driver_faults_fail_their_tests(conf_sim: SimulatorController) -> None:
+    run = run_suite(
+        conf_sim,
+        "per-org",
+        PER,
+        ("MSS-06", "MSS-17"),
+        fault="no-reconnect",
+        driver="persistent",
+        step_timeout=12,
+    )
+    assert failures(run).keys() == {"MSS-17"}
+    assert EXPECTED_FAILURES["no-reconnect"] in failures(run)["MSS-17"]
+
+
+PROTOCOL_SCRIPT = r"""
+n=0
+while IFS= read -r line; do
+  case "$line" in
+    *'"type": "step"'*)
+      n=$((n+1))
+      echo "step $n seen"
+      if [ "$n" = 2 ]; then exit 9; fi ;;
+    *'"type": "stop"'*)
+      echo "@@SEGUR-SIM-STEP-DONE@@ 7" ;;
+  esac
+done
+"""
+
+
+def test_persistent_driver_protocol_stop_and_restart(
+    conf_sim: SimulatorController, tmp_path: Path
+) -> None:
+    # A shell driver that never does its steps: it answers the stop (at the timeout) with
+    # exit code 7, and dies at its second step; the third step gets a new process.
+    script = tmp_path / "driver.sh"
+    script.write_text(PROTOCOL_SCRIPT)
+    run = run_suite(
+        conf_sim,
+        "per-org",
+        PER,
+        ("MSS-08", "MSS-11", "MSS-14"),
+        client_cmd=f"sh {script}",
+        step_timeout=1,
+        driver="persistent",
+    )
+    first, second, third = (t.steps[0] for t in run.tests)
+    assert first.client["exitCode"] == 7 and first.client["stoppedByRunner"] is True
+    assert first.client["output"] == "step 1 seen\n"
+    assert "(waited 1 s)" in (first.verdict.message if first.verdict else "")
+    assert second.client["exitCode"] == 9 and second.client["stoppedByRunner"] is False
+    assert second.client["output"] == "step 2 seen\n"
+    assert third.client["output"] == "step 1 seen\n"  # a fresh process
+    assert all(t.status is Status.FAIL for t in run.tests)
+
+
+def test_persistent_driver_that_ignores_stop_is_killed_and_restarted(tmp_path: Path) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        driver = PersistentDriver("while IFS= read -r line; do echo got; done", {})
+        driver.stop_grace = 0.2
+        first = await driver.start_step({"SEGUR_SIM_STEP_ID": "1"})
+        await first.stop()  # no done line: killed with its process group
+        second = await driver.start_step({"SEGUR_SIM_STEP_ID": "2"})
+        await second.stop()
+        await driver.close()
+        return first.summary(), second.summary(), driver.starts
+
+    first, second, starts = asyncio.run(scenario())
+    assert first["exitCode"] == -signal.SIGKILL and first["stoppedByRunner"] is True
+    assert second["exitCode"] == -signal.SIGKILL
+    assert starts == 2
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import email.policy
 import http.server
 import io
 import itertools
+import json
 import re
 import signal
 import socket
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh
 from refclient_env import (
     NIL,
+    command,
     driver_env,
     run_refclient,
     sessions,
@@ -765,3 +767,118 @@ def test_refused_tokens_back_off_then_stop_but_the_storm_variant_does_not(
             storm.send_signal(signal.SIGTERM)
             storm.wait(10)
             storm.communicate()
+
+
+# ---- --serve: the persistent driver mode ------------------------------------------------------
+STEP_DONE = "@@SEGUR-SIM-STEP-DONE@@"
+
+
+def _step_line(env: dict[str, str]) -> str:
+    step = {k: v for k, v in env.items() if k.startswith("SEGUR_SIM_")}
+    return json.dumps({"type": "step", "env": step}) + "\n"
+
+
+def _until_done(client: subprocess.Popen[str]) -> tuple[int, list[str]]:
+    """Read the client's output up to its next done line: (exit code, the lines before)."""
+    assert client.stdout is not None
+    lines = []
+    for line in client.stdout:
+        if line.startswith(STEP_DONE):
+            return int(line.split()[1]), lines
+        lines.append(line)
+    raise AssertionError("the client ended without a done line: " + "".join(lines))
+
+
+def test_serve_mode_performs_each_step_and_stops_on_request(boxes: Sim) -> None:
+    # The process gets only the run's environment; each step brings its own variables.
+    base = {k: v for k, v in env_for(boxes, DR, "send-mail").items() if k != "SEGUR_SIM_ACTION"}
+    client = subprocess.Popen(
+        [*command(), "--serve"],
+        env=base,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert client.stdin is not None
+    try:
+        client.stdin.write(_step_line(env_for(boxes, DR, "send-mail")))
+        client.stdin.flush()
+        code, lines = _until_done(client)
+        assert code == 0, lines
+        assert any("send-mail for" in line for line in lines)
+        assert len(submissions(boxes)) == 1
+
+        # A second step in the same process: a bad configuration gives its exit code.
+        client.stdin.write(_step_line(env_for(boxes, DR, "send-mail", BAL="nobody")))
+        client.stdin.flush()
+        code, lines = _until_done(client)
+        assert code == 4 and any("SEGUR_SIM_BAL must be" in line for line in lines)
+
+        # keep-session-open runs until the stop message, then closes its sessions.
+        since = time.time()
+        client.stdin.write(_step_line(env_for(boxes, LABO, "keep-session-open")))
+        client.stdin.flush()
+        wait_until(lambda: len(_authenticated(boxes, since)) >= 2, 15, "sessions")
+        client.stdin.write(json.dumps({"type": "stop"}) + "\n")
+        client.stdin.flush()
+        code, lines = _until_done(client)
+        assert code == 0, lines
+
+        client.stdin.close()  # end of the run
+        assert client.wait(10) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    reasons = {s.protocol: s.fields["close_reason"] for s in _authenticated(boxes, since)}
+    assert reasons == {"imap": "client-logout", "smtp": "client-quit"}
+
+
+def test_crl_reader_agrees_with_cryptography(tmp_path: Path) -> None:
+    # The client reads CRL dates with its own DER walker; check it against cryptography
+    # on UTCTime and GeneralizedTime dates, with and without entries.
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from simulators.mss.refclient.tls import crl_info, crl_pem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "CRL TEST")])
+    cases = (
+        (0, dt.datetime(2020, 1, 1), dt.datetime(2020, 2, 1)),  # out of date
+        (3, dt.datetime(2049, 12, 31, 23, 59, 59), dt.datetime(2051, 5, 6, 7, 8, 9)),
+        (0, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), dt.datetime(2100, 1, 1)),
+    )
+    for entries, last, nxt in cases:
+        builder = x509.CertificateRevocationListBuilder().issuer_name(name)
+        builder = builder.last_update(last).next_update(nxt)
+        for serial in range(1, entries + 1):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(dt.datetime(2020, 1, 1))
+                .build()
+            )
+        crl = builder.sign(key, hashes.SHA256())
+        der = crl.public_bytes(serialization.Encoding.DER)
+        info = crl_info(der)
+        assert (info.this_update, info.next_update) == (crl.last_update_utc, crl.next_update_utc)
+        assert info.revoked == entries
+        assert crl_pem(der) == crl.public_bytes(serialization.Encoding.PEM)
+    assert [crl_info(_signed(c, key, name)).current() for c in cases] == [False, False, True]
+    with pytest.raises(ValueError):
+        crl_info(b"\x30\x82\x01")
+
+
+def _signed(case: tuple[int, Any, Any], key: Any, name: Any) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    _entries, last, nxt = case
+    builder = x509.CertificateRevocationListBuilder().issuer_name(name)
+    crl = builder.last_update(last).next_update(nxt).sign(key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.DER)

@@ -344,6 +344,32 @@ def test_garbage_commands_get_errors_and_the_session_continues(
     client.quit()
 
 
+def test_non_utf8_arguments_are_answered_and_recorded(
+    sim: SimulatorController, per: PerBox
+) -> None:
+    # Found by the long fuzz run: aiosmtpd echoes "VRFY >\x80" in its 502 with a lone
+    # surrogate, which neither the socket nor SQLite could encode (451, lost transcript).
+    client = smtps(sim)
+    code, _ = client.docmd("AUTH", "XOAUTH2 " + per.xoauth2())
+    assert code == 235
+    assert client.sock is not None
+    client.sock.sendall(b"VRFY >\x80\r\n")
+    code, text = client.getreply()
+    assert code == 502, text
+    assert text.startswith(b"Could not VRFY >")
+    code, _ = client.docmd("NOOP")
+    assert code == 250  # the session goes on
+    client.quit()
+    assert sim.services is not None
+    recorder = sim.services.recorder
+    recorder.flush()
+    session = recorder.sessions(endpoint="smtps")[-1]
+    lines = [e.data for e in recorder.events(session.id)]
+    assert "VRFY >\\x80" in lines  # the client line, as the octets it sent
+    assert any(line.startswith("502 Could not VRFY >") for line in lines)
+    assert lines[-1].startswith("221"), lines[-3:]  # nothing of the batch was lost
+
+
 def test_malformed_mime_is_stored_as_is(sim: SimulatorController, per: PerBox) -> None:
     weird = (
         b'Subject: =?bogus?Q?x?=\r\nContent-Type: multipart/mixed; boundary="nope"\r\n'

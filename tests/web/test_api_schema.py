@@ -58,7 +58,7 @@ def test_openapi_document_covers_the_cli_operations(api_schema: Any) -> None:
     paths = api_schema.raw_schema["paths"]
     expected = {
         "/api/mss/mailboxes": {"get", "post"},
-        "/api/mss/mailboxes/{address}": {"get"},
+        "/api/mss/mailboxes/{address}": {"get", "delete"},
         "/api/mss/mailboxes/{address}/credentials": {"get"},
         "/api/mss/mailboxes/{address}/token": {"post"},
         "/api/mss/mailboxes/{address}/token/revoke": {"post"},
@@ -201,6 +201,21 @@ def test_real_operations_validate_against_the_document(api_schema: Any) -> None:
     assert sent_copy.json()["total"] == 1
     subs = _call(api_schema, "GET", "/api/mss/submissions", query={"mailbox": app})
     assert subs.json()[0]["local_rcpts"] == [per]
+
+    # deleting: the documented body, then 404 for a mailbox that is gone
+    gone = _call(
+        api_schema, "DELETE", "/api/mss/mailboxes/{address}", path_parameters={"address": per}
+    )
+    assert gone.status_code == 200
+    assert gone.json()["messages"] == 2 and gone.json()["submissions_kept"] == 0
+    assert gone.json()["sessions_closed"] == 0  # an app without running mail servers
+    unknown = _call(
+        api_schema, "DELETE", "/api/mss/mailboxes/{address}", path_parameters={"address": per}
+    )
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": f"unknown mailbox {per}"}
+    # what the APP mailbox sent to it is still there, as evidence
+    assert _call(api_schema, "GET", "/api/mss/submissions", query={"mailbox": app}).json()
 
     validation = _call(
         api_schema,

@@ -8,43 +8,31 @@ certificate error still fails the navigation.
 
 from __future__ import annotations
 
-import base64
 import email
-import hashlib
 import imaplib
 import shutil
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
+from browser_support import chromium_for, new_tab, requires_chromium
 from cryptography.hazmat.primitives.serialization import pkcs12
 from web_helpers import CDA_FIXTURE
 
 from simulators.controller import SimulatorController
 from simulators.core.proof import verify_bundle
 from simulators.core.store.mail import MailboxType
+from simulators.pytest_plugin import SegurMailbox, segur_make_mailbox
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = requires_chromium
 
 
 @pytest.fixture(scope="module")
@@ -53,36 +41,16 @@ def web_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorContr
         yield controller
 
 
-def spki_pin(sim: SimulatorController) -> str:
-    assert sim.services is not None
-    creds = sim.services.pki.server_credentials("valid", sim.endpoints["crl_url"])
-    spki = creds.cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-
 @pytest.fixture(scope="module")
 def browser(web_sim: SimulatorController) -> Iterator[Any]:
-    playwright = sync_api.sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_pin(web_sim)}"],
-        )
+    with chromium_for(web_sim) as chromium:
         yield chromium
-        chromium.close()
-    finally:
-        playwright.stop()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(accept_downloads=True)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    yield tab
-    context.close()
+    with new_tab(browser, accept_downloads=True) as tab:
+        yield tab
 
 
 def base(sim: SimulatorController) -> str:
@@ -314,3 +282,129 @@ def test_run_a_suite_from_the_runs_page_and_verify_its_proof(
     row = page.locator("#coverage tr[data-requirement='ECO.1.0.1']")
     assert row.locator(".latest").inner_text() == "pass"
     assert row.locator(f"a[href='/runs/{run_id}']").count() == 1
+
+
+# ---- a run driven by a person -------------------------------------------------------------------
+def start_person_run(page: Any, sim: SimulatorController, mailbox: str, tests: str) -> str:
+    page.goto(base(sim) + "/runs")
+    form = page.locator("#start-run")
+    form.locator("select[name=suite]").select_option("per-org")
+    form.locator("select[name=mailbox]").select_option(mailbox)
+    form.locator("input[name=nil]").fill("DEV935997")
+    form.locator("input[name=tests]").fill(tests)
+    form.locator("input[value=person]").check()
+    form.locator("input[name=step_timeout]").fill("300")
+    form.locator("input[name=settle]").fill("0.5")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/runs/SIMU-MSS-*")
+    run_id = page.locator("#run").get_attribute("data-run-id")
+    assert run_id and run_id.startswith("SIMU-MSS-")
+    assert page.locator("#run").get_attribute("data-live") == "1"
+    return str(run_id)
+
+
+def send_as_the_software(box: SegurMailbox, correspondent: str, nil: str) -> None:
+    """The software under test, played by the test: one mail, SMTP 587 STARTTLS XOAUTH2."""
+    mail = EmailMessage()
+    mail["From"] = box.address
+    mail["To"] = correspondent
+    mail["Subject"] = "Compte rendu"
+    mail["X-MSS-NIL"] = nil
+    mail.set_content("Bonjour,\nun message de test.\n", charset="utf-8")
+    with box.smtp() as smtp:
+        smtp.send_message(mail)
+
+
+def test_a_person_drives_a_run_and_sees_its_verdict(
+    page: Any, web_sim: SimulatorController
+) -> None:
+    box = segur_make_mailbox(web_sim, "PER", "dr.person")
+    run_id = start_person_run(page, web_sim, box.address, "MSS-08")
+
+    # console.js shows the instruction the runner waits on, without a reload
+    page.locator("#current-step").wait_for(state="visible")
+    assert page.locator("#current-where").inner_text() == "MSS-08 step main (up to 300 s)"
+    instruction = page.locator("#instruction").inner_text()
+    assert "send one ordinary mail (no attachment)" in instruction
+    assert page.locator("#test-MSS-08 .test-status").inner_text() == "running"
+    correspondent = page.locator("#correspondent").inner_text()
+    assert correspondent.endswith("@mssante.localhost")
+
+    send_as_the_software(box, correspondent, "DEV935997")
+    page.locator("#test-MSS-08[data-status=pass]").wait_for(timeout=60_000)
+    page.locator("#proof").wait_for(state="visible")
+    assert page.locator("#run-status").inner_text() == "pass"
+    assert page.locator("#current-step").is_hidden()
+    verdict = page.locator("#test-MSS-08 .test-verdict").inner_text()
+    assert "X-MSS-NIL" in verdict and "ECO.2.4.3" in verdict
+    assert page.locator("#test-MSS-08 a.evidence-submission").count() >= 1
+    page.goto(base(web_sim) + "/runs")
+    assert page.locator(f"#runs tr[data-run-id='{run_id}']", has_text="pass").count() == 1
+
+
+def test_cancel_a_waiting_run_from_its_page(
+    page: Any, web_sim: SimulatorController, tmp_path: Path
+) -> None:
+    box = segur_make_mailbox(web_sim, "ORG", "secretariat.cancel")
+    run_id = start_person_run(page, web_sim, box.address, "MSS-01, MSS-08")
+    page.locator("#current-step").wait_for(state="visible")
+    assert page.locator("#current-where").inner_text().startswith("MSS-01 step main")
+
+    page.click("#cancel-run button[type=submit]")
+    page.locator("#cancelled-notice").wait_for(state="visible")
+    assert page.url.endswith(f"/runs/{run_id}")
+    assert page.locator("#run-status").inner_text() == "cancel"
+    assert page.locator("#run").get_attribute("data-live") == "0"
+    assert page.locator("#cancel-run").count() == 0
+    assert page.locator("#test-MSS-01 .test-status").inner_text() == "cancel"
+    assert "run cancelled while the runner waited for step main" in (
+        page.locator("#test-MSS-01 .test-verdict").inner_text()
+    )
+    assert page.locator("#test-MSS-08 .test-status").inner_text() == "omit"
+
+    with page.expect_download() as info:
+        page.click("#proof-link")
+    archive = tmp_path / "proof.zip"
+    info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    bundle = tmp_path / "unzipped" / run_id
+    checked = subprocess.run(
+        [sys.executable, "-m", "simulators", "proof", "verify", str(bundle),
+         "--data-dir", str(web_sim.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith(f"VALID: {bundle}")
+    assert "This run was CANCELLED" in (bundle / "report.html").read_text()
+    assert "from the console" in (bundle / "report.html").read_text()
+
+
+def test_delete_a_mailbox_from_its_page(page: Any, web_sim: SimulatorController) -> None:
+    assert web_sim.services is not None
+    address = create(web_sim, "dr.todelete", "PER")
+    page.goto(f"{base(web_sim)}/mailboxes/{address}")
+    answers = iter([False, True])  # first "Cancel" in the confirmation, then "OK"
+    questions: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        questions.append(dialog.message)
+        if next(answers):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.click("#delete-mailbox button[type=submit]")
+    assert questions == [f"Delete {address} and every message in it? This cannot be undone."]
+    assert page.url.endswith(f"/mailboxes/{address}")
+    assert web_sim.services.store.get_mailbox(address) is not None
+
+    page.click("#delete-mailbox button[type=submit]")
+    page.wait_for_url("**/mailboxes?deleted=*")
+    assert f"Deleted {address}" in page.locator("#deleted-notice").inner_text()
+    assert web_sim.services.store.get_mailbox(address) is None
+    assert page.locator("#mailboxes", has_text=address).count() == 0

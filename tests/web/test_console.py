@@ -7,14 +7,18 @@ rules one by one, quickly.
 from __future__ import annotations
 
 import base64
+import io
 import re
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 from web_helpers import CDA_FIXTURE, DOMAIN, Console, build_app
 
 from simulators import DISCLAIMER
+from simulators.core import proof
 from simulators.core.store.mail import Mailbox
 from simulators.interop.xds.xdm import build_xdm
 from simulators.mss.services import MssServices
@@ -128,6 +132,33 @@ def test_psc_token_from_the_console_is_a_valid_token(
     assert info.subject == web_services.psc.subject_for(box)
 
 
+def test_delete_a_mailbox_from_its_page(
+    console: Console, web_services: MssServices, new_box: object
+) -> None:
+    box: Mailbox = new_box()  # type: ignore[operator]
+    send(console, box.address, subject="avant", text="Bonjour")
+    page = console.http.get(f"/mailboxes/{box.address}").text
+    assert 'id="delete-mailbox"' in page and f'action="/mailboxes/{box.address}/delete"' in page
+    # no token, no deletion
+    assert console.http.post(f"/mailboxes/{box.address}/delete").status_code == 403
+    assert web_services.store.get_mailbox(box.address) is not None
+
+    done = console.post_form(f"/mailboxes/{box.address}/delete", follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/mailboxes?deleted={box.address}"
+    assert web_services.store.get_mailbox(box.address) is None
+    listing = console.http.get(done.headers["location"]).text
+    assert 'id="deleted-notice"' in listing and f"Deleted {box.address}" in listing
+    assert f'href="/mailboxes/{box.address}"' not in listing
+    again = console.post_form(f"/mailboxes/{box.address}/delete")
+    assert again.status_code == 404
+    assert again.json() == {"detail": f"unknown mailbox {box.address}"}
+    # the notice is only shown for a mailbox that is really gone
+    other: Mailbox = new_box()  # type: ignore[operator]
+    spoofed = console.http.get(f"/mailboxes?deleted={other.address}").text
+    assert 'id="deleted-notice"' not in spoofed
+
+
 # ---- CSRF ------------------------------------------------------------------------------------
 def test_csrf_token_is_required_on_every_state_changing_console_route(
     console: Console, new_box: object
@@ -138,6 +169,7 @@ def test_csrf_token_is_required_on_every_state_changing_console_route(
     routes = [
         "/mailboxes",
         f"/mailboxes/{box.address}/token",
+        f"/mailboxes/{box.address}/delete",
         f"/webmail/{box.address}/compose",
         f"/webmail/{box.address}/messages/1/validate",
         "/validators",
@@ -478,3 +510,155 @@ def test_run_pages_escape_verdicts_and_link_evidence(
     assert 'href="/api/mss/submissions/7/message"' in page.text
     listing = console.http.get("/runs").text
     assert run.run_id in listing and "<script>alert" not in listing
+
+
+def cnda_dossier_in_pre_examen(console: Console, editor_name: str) -> str:
+    """A DMP dossier (consultation, indirect ES certificate) with its test plan sent."""
+    editor = console.post_form("/cnda/editors", {"name": editor_name, "contact_email": ""})
+    nie = str(editor.url).rsplit("/", 1)[1]
+    software = console.post_form(
+        f"/cnda/editors/{nie}/software", {"name": "DPI Couverture", "version": "2.0"}
+    )
+    nil = re.search(r"<code>(SIMU-NIL-[A-Z0-9]+)</code>", software.text).group(1)  # type: ignore[union-attr]
+    opened = console.post_form(
+        f"/cnda/editors/{nie}/requests",
+        {
+            "service": "DMP",
+            "nil": nil,
+            "dim:DMP:profiles": "consultation",
+            "dim:DMP:auth_modes": "indirecte-certificat-es",
+        },
+    )
+    request_id = str(opened.url).split("/cnda/requests/")[1].split("?")[0]
+    assert 'id="test-plan"' not in opened.text and "Not sent yet" in opened.text
+    for doc_type in ("contract_request", "signed_conditions"):
+        console.post_form(
+            f"/cnda/requests/{request_id}/documents",
+            {"doc_type": doc_type},
+            files={"file": (f"{doc_type}.pdf", b"%PDF-1.4 simulated")},
+        )
+    sent = console.post_form(
+        f"/cnda/requests/{request_id}/actions", {"role": "agent", "action": "send-test-plan"}
+    )
+    assert sent.status_code == 200 and "En cours actif" in sent.text
+    return request_id
+
+
+def plan_rows(page: str) -> dict[str, tuple[str, str]]:
+    """Each test-plan row of the request page: case ID -> (coverage, proofs cell)."""
+    table = page.split('id="test-plan"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(
+        r'<tr data-case="([^"]+)">.*?<td class="coverage coverage-(\w+)">\2</td>\s*'
+        r'<td class="case-proofs">(.*?)</td></tr>',
+        table,
+        re.S,
+    )
+    return {case: (status, proofs) for case, status, proofs in rows}
+
+
+def zipped_bundle(bundle: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(bundle.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"{bundle.name}/{path.relative_to(bundle).as_posix()}")
+    return buffer.getvalue()
+
+
+def test_cnda_request_page_shows_plan_coverage_and_declares_cases(
+    console: Console, web_services: MssServices, tmp_path: Path
+) -> None:
+    request_id = cnda_dossier_in_pre_examen(console, "Éditeur Couverture")
+    page = console.http.get(f"/cnda/requests/{request_id}?role=editor").text
+    cases = ["0.1-210", "0.2-100", "3.1-100", "3.2-100"]
+    assert plan_rows(page) == {c: ("uncovered", "-") for c in cases}
+    assert '<strong id="coverage-count">0/4</strong>' in page
+    assert re.search(
+        r'id="coverage-not-passed">' + ", ".join(f"<code>{c}</code>" for c in cases), page
+    )
+    # the deposit form offers the plan's case IDs
+    form = page.split('id="deposit-proof"', 1)[1].split("</form>", 1)[0]
+    assert re.findall(r'name="cases" value="([^"]+)"', form) == cases
+    assert "No proof yet." in page.split('id="proofs"', 1)[1]
+    # the agent is told what validating an incomplete plan means
+    agent = console.http.get(f"/cnda/requests/{request_id}?role=agent").text
+    note = re.search(r'id="validate-coverage-note">(.*?)</small>', agent, re.S)
+    assert note and "0/4 cases passed" in note.group(1)
+    assert "validating records the incomplete coverage in the event" in note.group(1)
+    assert 'id="deposit-proof"' not in agent
+
+    # a case outside the plan: the page says why (422), nothing is recorded
+    refused = console.post_form(
+        f"/cnda/requests/{request_id}/proofs",
+        {"cases": ["0.1-210", "9.9-999"]},
+        files={"file": ("captures.pdf", b"%PDF-1.4 captures")},
+    )
+    assert refused.status_code == 422
+    assert re.search(r'<p class="error" role="alert">not cases of ' + request_id, refused.text)
+    assert "9.9-999" in refused.text and "No proof yet." in refused.text
+    kept = refused.text.split('id="deposit-proof"', 1)[1].split("</form>", 1)[0]
+    assert 'value="0.1-210" checked' in kept  # the form keeps the editor's choice
+    assert plan_rows(refused.text)["0.1-210"] == ("uncovered", "-")
+
+    # a file declaring a case (a hostile file name stays text)
+    hostile = "<img src=x onerror=alert(1)>.pdf"
+    declared = console.post_form(
+        f"/cnda/requests/{request_id}/proofs",
+        {"cases": "0.1-210"},
+        files={"file": (hostile, b"%PDF-1.4 captures DMP")},
+    )
+    assert declared.status_code == 200, declared.text
+    assert "<img src=x" not in declared.text
+    escaped = "&lt;img src=x onerror=alert(1)&gt;.pdf"
+    rows = plan_rows(declared.text)
+    assert rows["0.1-210"] == ("declared", f"{escaped} <small>(declared)</small>")
+    assert rows["0.2-100"] == ("uncovered", "-")
+    assert '<strong id="coverage-count">0/4</strong>' in declared.text
+    proofs = declared.text.split('id="proofs"', 1)[1].split("</table>", 1)[0]
+    assert re.search(
+        r"<td>" + re.escape(escaped) + r"</td><td>-</td>\s*<td class=\"covered-cases\">"
+        r'<code>0.1-210</code> <span class="coverage coverage-declared">declared</span></td>',
+        proofs,
+    )
+
+    # a signed bundle naming a case passes it: the count and the list change
+    bundle = proof.write_bundle(
+        tmp_path / "bundle",
+        kind="interop",
+        predicate={"result": "PASSED", "passedTests": ["0.2-100"], "failedTests": []},
+        artefacts={"transcript.txt": b"DMP 0.2-100\r\n"},
+        html="<p>0.2-100</p>",
+        pki=web_services.pki,
+        run_id="console-coverage",
+    )
+    verified = console.post_form(
+        f"/cnda/requests/{request_id}/proofs",
+        files={"file": ("dmp-0.2-100.zip", zipped_bundle(bundle), "application/zip")},
+    )
+    assert verified.status_code == 200, verified.text
+    rows = plan_rows(verified.text)
+    assert rows["0.2-100"] == ("passed", "dmp-0.2-100.zip <small>(passed)</small>")
+    assert '<strong id="coverage-count">1/4</strong>' in verified.text
+    not_passed = re.search(r'id="coverage-not-passed">(.*?)</span>', verified.text)
+    assert not_passed and "0.2-100" not in not_passed.group(1) and "0.1-210" in not_passed.group(1)
+    assert re.search(
+        r'<td>dmp-0.2-100.zip</td><td>PASSED</td>\s*<td class="covered-cases"><code>0.2-100</code>'
+        r' <span class="coverage coverage-passed">passed</span></td>',
+        verified.text,
+    )
+    listing = console.http.get("/cnda/agent").text
+    row = listing.split(request_id, 2)[2].split("</tr>", 1)[0]
+    assert '<td class="plan-coverage">1/4 passed</td>' in row
+
+    # the agent validates anyway: the event records the incomplete coverage
+    agent = console.http.get(f"/cnda/requests/{request_id}?role=agent").text
+    assert "1/4 cases passed; not passed: 0.1-210, 3.1-100, 3.2-100" in agent
+    validated = console.post_form(
+        f"/cnda/requests/{request_id}/actions", {"role": "agent", "action": "validate"}
+    )
+    assert validated.status_code == 200 and 'id="validate-coverage-note"' not in validated.text
+    events = console.http.get(f"/api/cnda/requests/{request_id}/events").json()
+    event = next(e for e in events if e["action"] == "validate")
+    assert event["data"]["coverage"]["complete"] is False
+    assert event["data"]["coverage"]["passed"] == ["0.2-100"]
+    assert event["data"]["coverage"]["declared"] == ["0.1-210"]

@@ -6,6 +6,11 @@ runs each in its own SAVEPOINT inside one transaction and commits once, so N
 concurrent SMTP sessions share one fsync. A failing job rolls back to its savepoint
 and only its own future gets the exception.
 
+Rows nobody waits for (the wire recorder's) do not get commits of their own: a
+*batch hook* writes them inside whatever batch runs next, and :meth:`Database.poke`
+makes sure a batch runs within ``lazy_delay`` if no other write comes. Without this,
+the recorder cost one more fsync'd commit per SMTP message.
+
 Reads use one connection per thread (WAL lets readers run beside the writer).
 Each package declares its tables with :func:`register_schema`; they are created
 or migrated when a database opens. A PostgreSQL implementation would provide the
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -27,7 +33,13 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+log = logging.getLogger("segur_sim.store")
+
 WriteJob = Callable[[sqlite3.Connection], Any]
+BatchHook = Callable[[sqlite3.Connection], None]
+
+_POKE = object()  # queue marker: lazy rows are waiting, run the batch hooks soon
+LAZY_DELAY = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,13 +60,14 @@ def register_schema(schema: Schema) -> None:
 class Database:
     """Owns the connections. Thread-safe; one instance per data directory."""
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(self, path: Path, *, durable: bool = True, lazy_delay: float = LAZY_DELAY) -> None:
         self.path = path
         self.durable = durable
+        self.lazy_delay = lazy_delay
         self._local = threading.local()
-        self._jobs: queue.SimpleQueue[tuple[WriteJob, concurrent.futures.Future[Any]] | None]
-        self._jobs = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._after_commit: list[Callable[[], None]] = []
+        self._batch_hooks: list[BatchHook] = []
         self._writer_conn = self._connect()
         self._writer_conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER)"
@@ -142,6 +155,15 @@ class Database:
         result: T = self.submit(job).result()
         return result
 
+    def add_batch_hook(self, hook: BatchHook) -> None:
+        """Run ``hook(conn)`` inside every batch, after its jobs, before the commit."""
+        self._batch_hooks.append(hook)
+
+    def poke(self) -> None:
+        """A batch hook has rows waiting: run a batch within ``lazy_delay`` seconds."""
+        if not self._closed:
+            self._jobs.put(_POKE)
+
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (in the writer thread) after the current batch commits."""
         self._after_commit.append(callback)
@@ -150,9 +172,15 @@ class Database:
         conn = self._writer_conn
         while True:
             first = self._jobs.get()
+            if first is _POKE:
+                # Give real jobs a moment to come and carry the hooks' rows.
+                try:
+                    first = self._jobs.get(timeout=self.lazy_delay)
+                except queue.Empty:
+                    first = _POKE
             if first is None:
                 break
-            batch = [first]
+            batch = [] if first is _POKE else [first]
             stop = False
             while len(batch) < 512:
                 try:
@@ -162,10 +190,12 @@ class Database:
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                if item is not _POKE:
+                    batch.append(item)
             self._run_batch(conn, batch)
             if stop:
                 break
+        self._run_batch(conn, [])  # what the hooks still hold
         conn.close()
 
     def _run_batch(
@@ -187,6 +217,15 @@ class Database:
                 else:
                     conn.execute("RELEASE job")
                     results.append((future, True, value))
+            for hook in self._batch_hooks:
+                conn.execute("SAVEPOINT hook")
+                try:
+                    hook(conn)
+                except Exception:
+                    # Lazy rows must never cost the batch's acknowledged writes.
+                    log.exception("batch hook %r failed; its rows are dropped", hook)
+                    conn.execute("ROLLBACK TO hook")
+                conn.execute("RELEASE hook")
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:

@@ -351,19 +351,27 @@ class SqliteMailStore:
 
     # ---- submissions ---------------------------------------------------------------
     async def accept_submission(self, sub: NewSubmission) -> Submission:
-        """Store the submission and deliver it to local recipients, in one commit."""
-        local: list[tuple[str, int]] = []
-        outbound: list[str] = []
-        for rcpt in sub.rcpt_to:
-            mailbox = self.get_mailbox(rcpt)
-            if mailbox is not None:
-                local.append((rcpt, mailbox.id))
-            else:
-                outbound.append(rcpt)
+        """Store the submission and deliver it to local recipients, in one commit.
+
+        Recipients are resolved inside the write job: it costs the event loop no read,
+        and a mailbox deleted since RCPT is seen as gone.
+        """
         meta_text = json.dumps(sub.meta) if sub.meta is not None else None
         touched: list[int] = []
 
         def job(conn: sqlite3.Connection) -> Submission:
+            local: list[tuple[str, int]] = []  # (recipient, INBOX folder id)
+            outbound: list[str] = []
+            for rcpt in sub.rcpt_to:
+                row = conn.execute(
+                    "SELECT f.id FROM mailboxes m JOIN folders f ON f.mailbox_id = m.id"
+                    " WHERE m.address = ? AND f.name = 'INBOX'",
+                    (rcpt.strip(),),
+                ).fetchone()
+                if row is not None:
+                    local.append((rcpt, row[0]))
+                else:
+                    outbound.append(rcpt)
             blob_id = conn.execute("INSERT INTO blobs(data) VALUES (?)", (sub.raw,)).lastrowid
             assert blob_id is not None
             cur = conn.execute(
@@ -383,16 +391,13 @@ class SqliteMailStore:
             )
             submission_id = cur.lastrowid
             assert submission_id is not None
-            for _rcpt, mailbox_id in dict.fromkeys(local):
-                folder = conn.execute(
-                    "SELECT id FROM folders WHERE mailbox_id = ? AND name = 'INBOX'", (mailbox_id,)
-                ).fetchone()
-                uid = self._next_uid(conn, folder[0])
+            for folder_id in dict.fromkeys(f for _r, f in local):
+                uid = self._next_uid(conn, folder_id)
                 conn.execute(
                     "INSERT INTO messages(folder_id, uid, blob_id, size, internal_date, flags,"
                     " meta, submission_id) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
                     (
-                        folder[0],
+                        folder_id,
                         uid,
                         blob_id,
                         len(sub.raw),
@@ -401,7 +406,7 @@ class SqliteMailStore:
                         submission_id,
                     ),
                 )
-                touched.append(folder[0])
+                touched.append(folder_id)
             self._notify_after_commit(touched)
             return Submission(
                 submission_id,
@@ -748,3 +753,67 @@ class SqliteMailStore:
                         loop.call_soon_threadsafe(callback, folder_id)
 
         self.db.on_commit(fire)
+
+    # ---- mailbox deletion (segur-sim bal delete, DELETE /api/mss/mailboxes/{address}) ----
+    def delete_mailbox(self, mailbox_id: int) -> MailboxDeletion | None:
+        """Remove a mailbox with its folders, messages and flags, in one commit.
+
+        Rows that point at the mailbox from elsewhere follow the schema: its PSC
+        identity and refresh tokens go with it (``ON DELETE CASCADE``); its submissions
+        stay, with no owner (``ON DELETE SET NULL``): they are the mail as the client
+        sent it, the evidence of past verdicts. A message body is dropped only when no
+        other message and no submission still uses it. ``None`` if it did not exist.
+        """
+
+        def job(conn: sqlite3.Connection) -> MailboxDeletion | None:
+            row = conn.execute("SELECT * FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                return None
+            box = _row_mailbox(row)
+            folders = conn.execute(
+                "SELECT COUNT(*) FROM folders WHERE mailbox_id = ?", (mailbox_id,)
+            ).fetchone()[0]
+            blob_ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT m.blob_id FROM messages m JOIN folders f"
+                    " ON f.id = m.folder_id WHERE f.mailbox_id = ?",
+                    (mailbox_id,),
+                ).fetchall()
+            ]
+            messages = conn.execute(
+                "SELECT COUNT(*) FROM messages m JOIN folders f ON f.id = m.folder_id"
+                " WHERE f.mailbox_id = ?",
+                (mailbox_id,),
+            ).fetchone()[0]
+            kept = conn.execute(
+                "SELECT COUNT(*) FROM submissions WHERE mailbox_id = ?", (mailbox_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "DELETE FROM messages WHERE folder_id IN"
+                " (SELECT id FROM folders WHERE mailbox_id = ?)",
+                (mailbox_id,),
+            )
+            conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+            freed = 0
+            for blob_id in blob_ids:
+                freed += conn.execute(
+                    "DELETE FROM blobs WHERE id = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM submissions WHERE blob_id = ?)",
+                    (blob_id, blob_id, blob_id),
+                ).rowcount
+            return MailboxDeletion(box, int(folders), int(messages), freed, int(kept))
+
+        return self.db.write_sync(job)
+
+
+@dataclass(frozen=True)
+class MailboxDeletion:
+    """What :meth:`SqliteMailStore.delete_mailbox` removed, and what it kept."""
+
+    mailbox: Mailbox
+    folders: int
+    messages: int
+    bodies_freed: int  # stored message bodies no other message or submission used
+    submissions_kept: int  # mail this address submitted, kept as evidence (no owner now)

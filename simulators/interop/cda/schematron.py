@@ -8,13 +8,20 @@ value set) that must become rule-pack warnings instead of crashes.
 Steps: resolve includes (case-insensitive fallback, missing ones skipped), expand
 abstract rules (``extends``) and abstract patterns (``is-a`` + ``param``), keep the
 patterns of the default phase, then generate one XSLT 3.0 stylesheet. Saxon-HE
-compiles it; the compiled form (SEF) is cached under a key made of the generated
-stylesheet's sha256, so a warm start only loads it.
+compiles it (per process: Saxon-HE cannot save a compiled stylesheet).
+
+The generated XSLT is cached on disk, named by its sha256, with a manifest keyed by
+the schematron and named by the hashes of every file it was built from (the main
+file, each include, the SVS files copied into substituted value sets) and the
+existence of the files it probed (missing includes, value sets). A warm start checks
+the manifest (hashing the sources, a few milliseconds) and skips the Python steps.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
 import re
 import threading
@@ -50,6 +57,8 @@ class CompiledSchematron:
     source_files: list[Path]
     patterns: int
     asserts: int
+    # True when the Python steps were skipped: the manifest on disk was still valid
+    from_cache: bool = False
 
 
 @dataclass
@@ -60,6 +69,11 @@ class _Ctx:
     issues: list[PackIssue] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     jdv_index: dict[str, Path] | None = None
+    # what the result depends on, for the disk cache: path -> "sha256:<hex>" (content),
+    # "present"/"absent" (existence probed), "dir:<mtime_ns>" (a folder listing used)
+    deps: dict[str, str] = field(default_factory=dict)
+    # files written under the cache directory (substituted value sets)
+    outputs: list[Path] = field(default_factory=list)
 
 
 def _trusted_parser() -> etree.XMLParser:
@@ -71,6 +85,42 @@ def _trusted_parser() -> etree.XMLParser:
         remove_comments=True,
         remove_pis=True,
     )
+
+
+# parsed schematron files, per process: the volets share most of their includes
+_PARSED_LOCK = threading.Lock()
+_PARSED: dict[str, tuple[tuple[int, int], str, etree._Element]] = {}
+
+
+def _parse_source(path: Path, ctx: _Ctx) -> etree._Element:
+    """Parse a file of the rule pack (a private copy of a per-process parsed tree),
+    and note its content hash as a dependency."""
+    key = str(path)
+    stat = path.stat()
+    sig = (stat.st_mtime_ns, stat.st_size)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+    if cached is None or cached[0] != sig:
+        data = path.read_bytes()
+        root = etree.fromstring(data, _trusted_parser(), base_url=path.as_uri())
+        cached = (sig, hashlib.sha256(data).hexdigest(), root)
+        with _PARSED_LOCK:
+            _PARSED[key] = cached
+    ctx.deps[key] = f"sha256:{cached[1]}"
+    return copy.deepcopy(cached[2])
+
+
+_RESOLVED: dict[str, Path] = {}
+
+
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, remembered per process (the volets resolve the same
+    includes again and again)."""
+    key = str(path)
+    found = _RESOLVED.get(key)
+    if found is None:
+        found = _RESOLVED[key] = path.resolve()
+    return found
 
 
 def _resolve_case_insensitive(base: Path, href: str) -> Path | None:
@@ -95,7 +145,7 @@ def _resolve_case_insensitive(base: Path, href: str) -> Path | None:
 
 def _rel(ctx: _Ctx, path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(ctx.rules_root.resolve()))
+        return str(_resolved(path).relative_to(_resolved(ctx.rules_root)))
     except ValueError:
         return str(path)
 
@@ -111,6 +161,7 @@ def _resolve_includes(el: etree._Element, here: Path, ctx: _Ctx, stack: tuple[Pa
             continue
         target = here.parent / href
         if not target.is_file():
+            ctx.deps[os.path.normpath(target)] = "absent"
             fixed = _resolve_case_insensitive(here.parent, href)
             if fixed is None:
                 ctx.issues.append(
@@ -131,7 +182,7 @@ def _resolve_includes(el: etree._Element, here: Path, ctx: _Ctx, stack: tuple[Pa
                 )
             )
             target = fixed
-        target = target.resolve()
+        target = _resolved(target)
         if target in stack:
             ctx.issues.append(
                 PackIssue("RULEPACK-INCLUDE-CYCLE", f"include cycle on {href!r}", _rel(ctx, here))
@@ -139,7 +190,7 @@ def _resolve_includes(el: etree._Element, here: Path, ctx: _Ctx, stack: tuple[Pa
             parent.remove(inc)
             continue
         try:
-            included = etree.parse(str(target), _trusted_parser()).getroot()
+            included = _parse_source(target, ctx)
         except etree.XMLSyntaxError as exc:
             ctx.issues.append(
                 PackIssue(
@@ -164,6 +215,7 @@ def _jdv_index(ctx: _Ctx) -> dict[str, Path]:
         ctx.jdv_index = {}
         folder = ctx.rules_root / "jeuxDeValeurs"
         if folder.is_dir():
+            ctx.deps[str(folder.resolve())] = f"dir:{folder.stat().st_mtime_ns}"
             for path in folder.glob("*.xml"):
                 head = path.read_bytes()[:4096]
                 match = re.search(rb"<(?:\w+:)?ValueSet\b[^>]*?\sid=\"([^\"]+)\"", head)
@@ -184,6 +236,7 @@ def _substitute_value_set(href: str, ctx: _Ctx, where: str) -> Path:
     vs = etree.SubElement(root, "valueSet")
     concepts = etree.SubElement(vs, "conceptList")
     if source is not None:
+        ctx.deps[str(source.resolve())] = f"sha256:{_sha256_file(source)}"
         svs = etree.parse(str(source), _trusted_parser())
         for concept in svs.iter("{urn:ihe:iti:svs:2008}Concept"):
             etree.SubElement(
@@ -209,8 +262,32 @@ def _substitute_value_set(href: str, ctx: _Ctx, where: str) -> Path:
                 where,
             )
         )
-    out.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    _write_atomic(out, etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    ctx.outputs.append(out)
     return out
+
+
+_HASHES: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def _sha256_file(path: Path) -> str:
+    """The content's sha256, remembered per process while the file's modification
+    time and size stay the same."""
+    stat = path.stat()
+    sig = (stat.st_mtime_ns, stat.st_size)
+    known = _HASHES.get(str(path))
+    if known is not None and known[0] == sig:
+        return known[1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _HASHES[str(path)] = (sig, digest)
+    return digest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write whole or not at all: parallel compilers may write the same file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _rewrite_doc_calls(el: etree._Element, here: Path, ctx: _Ctx) -> None:
@@ -229,10 +306,12 @@ def _rewrite_doc_calls(el: etree._Element, here: Path, ctx: _Ctx) -> None:
                     return m.group(0)
                 for base in (ctx.main.parent, here.parent):
                     cand = base / href
-                    if cand.is_file():
-                        return f"{m.group(1)}('{cand.resolve().as_uri()}')"
+                    found = cand.is_file()
+                    ctx.deps[os.path.normpath(cand)] = "present" if found else "absent"
+                    if found:
+                        return f"{m.group(1)}('{_resolved(cand).as_uri()}')"
                 sub = _substitute_value_set(href, ctx, _rel(ctx, here))
-                return f"{m.group(1)}('{sub.resolve().as_uri()}')"
+                return f"{m.group(1)}('{_resolved(sub).as_uri()}')"
 
             node.set(attr, _DOC_CALL_RE.sub(fix, value))
 
@@ -279,14 +358,18 @@ def _expand_abstract_patterns(schema: etree._Element, ctx: _Ctx) -> None:
             continue
         params = {p.get("name") or "": p.get("value") or "" for p in inst.findall(_S + "param")}
         names = sorted(params, key=len, reverse=True)
-        copy = etree.fromstring(etree.tostring(base))
-        for node in copy.iter():
+        copied = copy.deepcopy(base)
+        for node in copied.iter():
             if not isinstance(node.tag, str):
                 continue
             for attr in ("context", "test", "select", "value", "path"):
                 value = node.get(attr)
                 if value and "$" in value:
+                    # one parameter after the other, longest name first: a value may
+                    # itself name a parameter substituted next (as before)
                     for name in names:
+                        if "$" + name not in value:
+                            continue
                         replacement = params[name]
                         value = re.sub(
                             r"\$" + re.escape(name) + r"(?![\w.-])",
@@ -296,7 +379,7 @@ def _expand_abstract_patterns(schema: etree._Element, ctx: _Ctx) -> None:
                     node.set(attr, value)
         for child in list(inst):
             inst.remove(child)
-        for child in list(copy):
+        for child in list(copied):
             inst.append(child)
         del inst.attrib["is-a"]
     for pattern in abstract.values():
@@ -433,13 +516,21 @@ def _ncname(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
+_SPLIT_RE: dict[str, re.Pattern[str]] = {}
+
+
 def _split_top(expr: str, separator: str) -> list[str] | None:
     """Split on ``separator`` outside brackets and quotes (None when unbalanced)."""
+    pattern = _SPLIT_RE.get(separator)
+    if pattern is None:
+        pattern = _SPLIT_RE[separator] = re.compile(r"[()\[\]{}'\"]|" + re.escape(separator))
     parts: list[str] = []
     depth = 0
     quote = ""
     start = 0
-    for k, ch in enumerate(expr):
+    # only the characters that matter, not every character of the expression
+    for match in pattern.finditer(expr):
+        k, ch = match.start(), match.group()
         if quote:
             if ch == quote:
                 quote = ""
@@ -634,6 +725,92 @@ def _generate(
     return "\n".join(out), asserts
 
 
+MANIFEST_VERSION = 1
+
+
+def _manifest_path(
+    main: Path, rules_root: Path, cache_dir: Path, phase: str | None, traverse: bool
+) -> Path:
+    ident = json.dumps(
+        [
+            MANIFEST_VERSION,
+            GENERATOR_VERSION,
+            str(main.resolve()),
+            str(rules_root.resolve()),
+            str(cache_dir.resolve()),
+            phase,
+            traverse,
+        ]
+    )
+    return cache_dir / "manifests" / f"{hashlib.sha256(ident.encode()).hexdigest()[:40]}.json"
+
+
+def _dep_holds(path: str, state: str) -> bool:
+    try:
+        if state == "absent":
+            return not os.path.isfile(path)
+        if state == "present":
+            return os.path.isfile(path)
+        if state.startswith("dir:"):
+            return state == f"dir:{os.stat(path).st_mtime_ns}"
+        if state.startswith("sha256:"):
+            return state == f"sha256:{_sha256_file(Path(path))}"
+    except OSError:
+        return False
+    return False
+
+
+def xsl_path_for(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.xsl"
+
+
+def _load_manifest(path: Path, cache_dir: Path) -> CompiledSchematron | None:
+    """The cached result when every source still has the hash (or the existence) it
+    had: None otherwise, or when anything is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != MANIFEST_VERSION:
+            return None
+        deps: dict[str, str] = data["deps"]
+        if not all(_dep_holds(dep, state) for dep, state in deps.items()):
+            return None
+        if not all(os.path.isfile(out) for out in data["outputs"]):
+            return None
+        key = str(data["key"])
+        xslt = xsl_path_for(cache_dir, key).read_text(encoding="utf-8")
+        return CompiledSchematron(
+            xslt=xslt,
+            key=key,
+            issues=[PackIssue(**issue) for issue in data["issues"]],
+            source_files=[Path(f) for f in data["files"]],
+            patterns=int(data["patterns"]),
+            asserts=int(data["asserts"]),
+            from_cache=True,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_manifest(path: Path, compiled: CompiledSchematron, ctx: _Ctx) -> None:
+    data = {
+        "version": MANIFEST_VERSION,
+        "key": compiled.key,
+        "issues": [
+            {"code": i.code, "message": i.message, "source": i.source} for i in compiled.issues
+        ],
+        "files": [str(f) for f in compiled.source_files],
+        "patterns": compiled.patterns,
+        "asserts": compiled.asserts,
+        "deps": ctx.deps,
+        "outputs": [str(out) for out in ctx.outputs],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+    except OSError:
+        pass  # a read-only cache: compile again next time
+
+
 def compile_schematron(
     main: Path,
     *,
@@ -641,10 +818,19 @@ def compile_schematron(
     cache_dir: Path,
     phase: str | None = None,
     traverse: bool = False,
+    use_cache: bool = True,
 ) -> CompiledSchematron:
-    """Resolve and expand a schematron into XSLT text (fast; no Saxon involved)."""
+    """Resolve and expand a schematron into XSLT text (no Saxon involved).
+
+    With ``use_cache`` a valid manifest under ``cache_dir`` gives the result at once;
+    otherwise it is computed, and the XSLT and the manifest are written there."""
+    manifest = _manifest_path(main, rules_root, cache_dir, phase, traverse)
+    if use_cache:
+        cached = _load_manifest(manifest, cache_dir)
+        if cached is not None:
+            return cached
     ctx = _Ctx(main=main.resolve(), rules_root=rules_root, substitutes_dir=cache_dir / "valuesets")
-    schema = etree.parse(str(main), _trusted_parser()).getroot()
+    schema = _parse_source(main.resolve(), ctx)
     ctx.files.append(main.resolve())
     binding = schema.get("queryBinding")
     if binding not in (None, "xslt2", "xslt3", "xslt", "xpath2"):
@@ -659,7 +845,16 @@ def compile_schematron(
         schema, patterns, abstract_rules, main.resolve().as_uri(), traverse=traverse
     )
     key = hashlib.sha256((GENERATOR_VERSION + xslt).encode("utf-8")).hexdigest()
-    return CompiledSchematron(xslt, key, ctx.issues, ctx.files, len(patterns), asserts)
+    compiled = CompiledSchematron(xslt, key, ctx.issues, ctx.files, len(patterns), asserts)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        xsl_path = xsl_path_for(cache_dir, key)
+        if not xsl_path.is_file():
+            _write_atomic(xsl_path, xslt.encode("utf-8"))
+    except OSError:
+        return compiled  # no cache: SaxonSchematron says why if it cannot write either
+    _save_manifest(manifest, compiled, ctx)
+    return compiled
 
 
 # -- Saxon -------------------------------------------------------------------------
@@ -706,12 +901,11 @@ class SaxonSchematron:
     def __init__(self, compiled: CompiledSchematron, cache_dir: Path) -> None:
         self.compiled = compiled
         cache_dir.mkdir(parents=True, exist_ok=True)
-        xsl_path = cache_dir / f"{compiled.key}.xsl"
-        self.from_cache = xsl_path.is_file()
-        if not self.from_cache:
-            tmp = xsl_path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(compiled.xslt, encoding="utf-8")
-            tmp.replace(xsl_path)
+        xsl_path = xsl_path_for(cache_dir, compiled.key)
+        # the Python steps skipped (valid manifest), or at least the XSLT on disk
+        self.from_cache = compiled.from_cache
+        if not xsl_path.is_file():
+            _write_atomic(xsl_path, compiled.xslt.encode("utf-8"))
         proc = saxon_processor()
         with _SAXON_LOCK:
             xslt = proc.new_xslt30_processor()

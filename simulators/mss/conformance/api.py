@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import shlex
 import sys
 import zipfile
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from simulators.mss.conformance.runs import RunRecord
     from simulators.serve import Simulator
 
+log = logging.getLogger("segur_sim")
+CANCELLED_OVER_API = "cancelled by the operator (DELETE /api/mss/runs/{id})"
+STOPPED_WITH_SERVER = "stopped before its end: the simulator shut down"
+
 
 class RunCreate(BaseModel):
     suite: str = Field(description="per-org, app or extra")
@@ -39,10 +44,13 @@ class RunCreate(BaseModel):
     settle: float = Field(2.0, ge=0, le=60)
 
 
-def reference_client_command(fault: str | None = None) -> str:
+def reference_client_command(fault: str | None = None, *, serve: bool = False) -> str:
+    """The reference client as a driver command; ``serve``: the long-lived driver mode."""
     parts = [sys.executable, "-m", "simulators.mss.refclient"]
     if fault:
         parts += ["--fault", fault]
+    if serve:
+        parts.append("--serve")
     return shlex.join(parts)
 
 
@@ -57,6 +65,7 @@ class RunService:
         self.current: RunRecord | None = None
         self.task: asyncio.Task[None] | None = None
         self.events: list[dict[str, Any]] = []
+        self.cancel_reason: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -76,30 +85,51 @@ class RunService:
             mailbox=body.mailbox,
             nil=body.nil,
             tests=tuple(t.upper() for t in body.tests),
-            client_cmd=reference_client_command(body.fault) if body.client == "reference" else None,
+            # Our own client runs as a long-lived driver: one start per run, not per step.
+            client_cmd=(
+                reference_client_command(body.fault, serve=True)
+                if body.client == "reference"
+                else None
+            ),
+            driver="persistent" if body.client == "reference" else "per-step",
             step_timeout=body.step_timeout,
             settle=body.settle,
         )
         run = self.runner.plan(request)
         self.current = run
         self.events = []
+        self.cancel_reason = None
 
         def listen(kind: str, data: dict[str, Any]) -> None:
             self.events.append({"kind": kind, **{k: v for k, v in data.items() if k != "tests"}})
 
         async def go() -> None:
-            await self.runner.execute(run, request, listen)
-            report.write_proof(run, self.sim.services)
-            await self.runner.repo.save(run)
+            cancellation: dict[str, Any] | None = None
+            try:
+                await self.runner.execute(run, request, listen)
+            except asyncio.CancelledError:
+                # A cancelled run is judged as far as it went, and gets its proof too.
+                reason = self.cancel_reason or STOPPED_WITH_SERVER
+                cancellation = report.mark_cancelled(run, reason)
+                listen("run-cancelled", dict(cancellation))
+            try:
+                report.write_proof(run, self.sim.services, cancellation=cancellation)
+            except Exception:
+                log.exception("run %s: the proof bundle could not be written", run.run_id)
+            # shielded: a late cancel must not lose the proof directory in the store
+            await asyncio.shield(self.runner.repo.save(run))
 
         self.task = asyncio.get_running_loop().create_task(go())
         return run
 
-    async def stop(self) -> None:
+    async def stop(self, reason: str = STOPPED_WITH_SERVER) -> None:
+        """Cancel the run in progress and wait until its proof bundle is written."""
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            if self.cancel_reason is None:  # the first request cancels; later ones wait
+                self.cancel_reason = reason
+                self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+                await asyncio.shield(self.task)
 
 
 def build_router(runs: RunService) -> APIRouter:
@@ -166,8 +196,9 @@ def build_router(runs: RunService) -> APIRouter:
     async def cancel_run(run_id: str) -> dict[str, Any]:
         if runs.current is None or runs.current.run_id != run_id or not runs.busy:
             raise HTTPException(409, f"run {run_id} is not in progress")
-        await runs.stop()
-        return {"runId": run_id, "status": "cancel"}
+        await runs.stop(CANCELLED_OVER_API)
+        run = runs.current
+        return {"runId": run_id, "status": run.status.value, "proofDir": run.proof_dir}
 
     @router.get("/runs/{run_id}/proof.zip")
     def proof_zip(run_id: str) -> Response:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from simulators import DISCLAIMER, __version__
 from simulators.core.proof import bundle_dir_for, latest_report, write_bundle
-from simulators.core.verdict import Status
+from simulators.core.verdict import Status, Verdict, combine, roll_up
 from simulators.mss.conformance.runs import RunRecord, TestResult
 from simulators.mss.services import MssServices
 
@@ -95,8 +96,112 @@ def summary_text(run: RunRecord) -> str:
     return "\n".join(lines)
 
 
+# ---- a cancelled run ----------------------------------------------------------------------------
+_UNFINISHED = (Status.WAIT, Status.RUNNING, Status.CANCEL)
+
+
+def mark_cancelled(run: RunRecord, reason: str, at: float | None = None) -> dict[str, Any]:
+    """Give every unit test of a run stopped before its end a final status, and say how.
+
+    Tests judged before the cancel keep their verdicts. The test the run stopped in
+    becomes ``cancel``: its judged steps keep their verdicts, the step the runner was
+    waiting for is ``cancel`` (with its instruction as the expected value), the steps
+    after it ``omit``. Tests that never started are ``omit`` ("not run"). By the
+    precedence of core/verdict.py (cancel first) the run and its referencing case then
+    roll up to ``cancel``: a cancelled run never passes. Returns the description kept in
+    the proof bundle (``predicate.cancellation`` and ``artefacts/run.json``).
+    """
+    now = at or time.time()
+    stopped: dict[str, Any] | None = None
+    for test in run.tests:
+        if test.verdict is not None and test.status not in _UNFINISHED:
+            continue  # judged before the cancel
+        if test.steps and all(s.verdict is not None for s in test.steps):
+            # every step was judged, only the test's own roll-up was missing
+            test.verdict = combine(s.verdict for s in test.steps if s.verdict is not None)
+            test.verdict.requirements = test.requirements
+            test.status = roll_up(s.status for s in test.steps)
+            continue
+        if stopped is None:
+            for step in test.steps:
+                if step.verdict is not None:
+                    continue
+                if stopped is None:
+                    waiting = step.started_at is not None
+                    where = (
+                        f"while the runner waited for step {step.step_id} ({step.action})"
+                        if waiting
+                        else f"before step {step.step_id} ({step.action}) started"
+                    )
+                    step.verdict = Verdict(
+                        Status.CANCEL,
+                        f"run cancelled {where}: {reason}",
+                        expected=" ".join(step.instruction.split()),
+                        observed="nothing judged: the run was cancelled before the step ended",
+                        requirements=test.requirements,
+                    )
+                    step.status = Status.CANCEL
+                    if waiting:
+                        step.ended_at = now
+                    stopped = {"test": test.test_id, "step": step.step_id, "waiting": waiting}
+                else:
+                    step.verdict = Verdict(
+                        Status.OMIT, "not run: the run was cancelled before this step"
+                    )
+                    step.status = Status.OMIT
+            test.verdict = combine(s.verdict for s in test.steps if s.verdict is not None)
+            test.verdict.requirements = test.requirements
+            test.status = roll_up(s.status for s in test.steps)
+            continue
+        for step in test.steps:
+            step.verdict = Verdict(Status.OMIT, "not run: the run was cancelled before this step")
+            step.status = Status.OMIT
+        test.verdict = Verdict(
+            Status.OMIT,
+            "not run: the run was cancelled before this test started",
+            requirements=test.requirements,
+        )
+        test.status = Status.OMIT
+    run.ended_at = run.ended_at or now
+    run.roll_up()
+    return {
+        "cancelled": True,
+        "reason": reason,
+        "at": now,
+        "stoppedIn": stopped,
+        "testsJudged": [
+            t.test_id
+            for t in run.tests
+            if not _never_ran(t) and (stopped is None or t.test_id != stopped["test"])
+        ],
+        "testsNotRun": [t.test_id for t in run.tests if _never_ran(t)],
+    }
+
+
+def _never_ran(test: TestResult) -> bool:
+    return test.status is Status.OMIT and all(s.started_at is None for s in test.steps)
+
+
+def _cancellation_text(run: RunRecord, cancellation: dict[str, Any]) -> str:
+    stopped = cancellation.get("stoppedIn")
+    where = (
+        f"in {stopped['test']} step {stopped['step']}"
+        + (" while waiting for the software under test" if stopped.get("waiting") else "")
+        if stopped
+        else "after its last unit test was judged"
+    )
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cancellation["at"]))
+    return (
+        f"This run was CANCELLED at {when} {where} ({cancellation['reason']}). "
+        f"{len(cancellation['testsJudged'])} unit test(s) were judged before; "
+        f"{len(cancellation['testsNotRun'])} did not run (omit)."
+    )
+
+
 # ---- the proof bundle ------------------------------------------------------------------------
-def proof_artefacts(run: RunRecord, services: MssServices) -> dict[str, bytes]:
+def proof_artefacts(
+    run: RunRecord, services: MssServices, cancellation: dict[str, Any] | None = None
+) -> dict[str, bytes]:
     """Transcripts of every session of the run, the mail submitted, the client logs."""
     artefacts: dict[str, bytes] = {}
     recorder = services.recorder
@@ -115,6 +220,8 @@ def proof_artefacts(run: RunRecord, services: MssServices) -> dict[str, bytes]:
             if output:
                 artefacts[f"client/{test.test_id}-{step.step_id}.log"] = output.encode()
     document = run_document(run)
+    if cancellation is not None:
+        document["cancellation"] = cancellation
     for test in document["tests"]:  # client output is in its own files
         for step in test["steps"]:
             step["client"].pop("output", None)
@@ -126,7 +233,15 @@ def _test_label(test: TestResult) -> str:
     return f"{test.test_id} {test.name}"
 
 
-def write_proof(run: RunRecord, services: MssServices, proofs_dir: Path | None = None) -> Path:
+def write_proof(
+    run: RunRecord,
+    services: MssServices,
+    proofs_dir: Path | None = None,
+    *,
+    cancellation: dict[str, Any] | None = None,
+) -> Path:
+    """Write the run's signed bundle. ``cancellation`` (from :func:`mark_cancelled`) is
+    given for a run stopped before its end: the report then says so first."""
     base = proofs_dir or services.data.proofs_dir
     out = bundle_dir_for(base, PROOF_KIND, run.run_id)
     previous = latest_report(base, PROOF_KIND)
@@ -163,13 +278,16 @@ def write_proof(run: RunRecord, services: MssServices, proofs_dir: Path | None =
             for t in run.tests
         ],
     }
-    artefacts = proof_artefacts(run, services)
+    if cancellation is not None:
+        predicate["cancellation"] = {**cancellation, "text": _cancellation_text(run, cancellation)}
+        predicate["omittedTests"] = [_test_label(t) for t in run.tests if t.status is Status.OMIT]
+    artefacts = proof_artefacts(run, services, cancellation)
     path = write_bundle(
         out,
         kind=PROOF_KIND,
         predicate=predicate,
         artefacts=artefacts,
-        html=_html(run, artefacts),
+        html=_html(run, artefacts, cancellation),
         pki=services.pki,
         previous=previous,
         run_id=run.run_id,
@@ -178,7 +296,9 @@ def write_proof(run: RunRecord, services: MssServices, proofs_dir: Path | None =
     return path
 
 
-def _html(run: RunRecord, artefacts: dict[str, bytes]) -> str:
+def _html(
+    run: RunRecord, artefacts: dict[str, bytes], cancellation: dict[str, Any] | None = None
+) -> str:
     e = html.escape
     rows = []
     for t in run.tests:
@@ -207,9 +327,15 @@ def _html(run: RunRecord, artefacts: dict[str, bytes]) -> str:
             + f"</td><td>{e(', '.join(t.requirements))}</td>"
             f"<td>{'<br>'.join(links[:8])}</td></tr>"
         )
+    banner = (
+        f'<p id="cancelled" class="FAILED">{e(_cancellation_text(run, cancellation))}</p>'
+        if cancellation is not None
+        else ""
+    )
     return (
         f"<h2>MSS run {e(run.run_id)}: {e(run.case_id)} {e(run.case_status.value.upper())}</h2>"
-        f"<p>Mailbox {e(run.mailbox)} ({e(run.mailbox_type)}), NIL {e(run.nil)}, "
+        + banner
+        + f"<p>Mailbox {e(run.mailbox)} ({e(run.mailbox_type)}), NIL {e(run.nil)}, "
         f"mode {e(run.mode)}.</p>"
         "<table><tr><th>test</th><th>verdict</th><th>why</th><th>requirements</th>"
         "<th>evidence</th></tr>" + "".join(rows) + "</table>"

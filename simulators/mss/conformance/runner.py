@@ -12,13 +12,14 @@ test: run one suite at a time per simulator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from simulators.core.store.mail import Mailbox, MailboxType
 from simulators.core.verdict import Status, Verdict, combine, roll_up
@@ -29,17 +30,25 @@ from simulators.mss.conformance.catalogue import (
     UnitTest,
     default_catalogue,
 )
-from simulators.mss.conformance.driver import ClientProcess, driver_environment
+from simulators.mss.conformance.driver import (
+    ClientProcess,
+    PersistentDriver,
+    driver_environment,
+)
 from simulators.mss.conformance.observation import StepObservation
 from simulators.mss.conformance.observed import JudgeContext
 from simulators.mss.conformance.registry import check_for
 from simulators.mss.conformance.runs import RunRecord, RunRepository, StepResult, TestResult
 from simulators.mss.mime import analyse_message
+from simulators.mss.tls_profiles import server_context
 
 if TYPE_CHECKING:
     from simulators.serve import Simulator
 
-POLL = 0.1  # seconds between looks at the recorder while a step waits
+POLL = 0.1  # at most this long between looks while a step waits (events wake it sooner)
+COALESCE = 0.01  # seconds to let a burst of recorder events land before looking again
+CLOSE_GRACE = 0.5  # at most this long, after the client ended, for its sessions to close
+DRIVERS = ("per-step", "persistent")
 CORRESPONDENT_LOCAL = "correspondant.simu"
 REFUSED_TOKEN_REASON = "refused by the conformance run (MSS-16 stages a rejected token)"
 
@@ -59,6 +68,24 @@ class RunRequest:
     client_cmd: str | None = None
     step_timeout: float | None = None  # overrides the catalogue's timeouts (CI)
     settle: float = 2.0  # quiet seconds before a person-driven step is judged
+    # "per-step": the command is started at every step (the contract);
+    # "persistent": started once, steps on its stdin (docs/mss-conformance.md)
+    driver: str = "per-step"
+
+
+class StepClient(Protocol):
+    """What the runner needs of a driver step: a process, or a persistent driver's step."""
+
+    output: bytearray
+
+    @property
+    def exited(self) -> bool: ...
+
+    async def wait_done(self, timeout: float) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 class Runner:
@@ -67,6 +94,9 @@ class Runner:
         self.services = sim.services
         self.catalogue = catalogue or default_catalogue()
         self.repo = RunRepository(self.services.db)
+        # Where each step's time went (perf_counter marks); bench/ prints them.
+        self.timings: list[dict[str, Any]] = []
+        self._driver: PersistentDriver | None = None
 
     # ---- planning -------------------------------------------------------------------------
     def plan(self, request: RunRequest) -> RunRecord:
@@ -94,6 +124,10 @@ class Runner:
             )
         if not request.nil.strip():
             raise RunError("the product reference (--nil) must not be empty")
+        if request.driver not in DRIVERS:
+            raise RunError(f"unknown driver mode {request.driver!r} (one of {', '.join(DRIVERS)})")
+        if request.driver == "persistent" and not request.client_cmd:
+            raise RunError("the persistent driver mode needs a client command")
         return RunRecord(
             run_id=self.repo.new_run_id(),
             suite=case.suite,
@@ -124,7 +158,19 @@ class Runner:
         correspondent = self._correspondent()
         await self.repo.save(run)
         emit("run-start", run.as_dict())
+        self.timings = []
+        self._driver = None
+        if request.client_cmd and request.driver == "persistent":
+            self._driver = PersistentDriver(request.client_cmd, {})
         try:
+            if self._driver is not None:
+                await self._driver.ensure()  # it loads while the staged profiles get ready
+            stages = {
+                self.catalogue.test(t.test_id).step(s.step_id).stage
+                for t in run.tests
+                for s in t.steps
+            }
+            await asyncio.to_thread(self._prepare_stages, stages)
             for result in run.tests:
                 test = self.catalogue.test(result.test_id)
                 result.status = Status.RUNNING
@@ -146,6 +192,8 @@ class Runner:
                     result.status = Status.CANCEL
             raise
         finally:
+            if self._driver is not None:
+                await self._driver.close()
             self._restore(box)
             run.ended_at = time.time()
             run.roll_up()
@@ -165,6 +213,8 @@ class Runner:
         emit: Listener,
     ) -> None:
         check = check_for(test.id, step.id)
+        t: dict[str, Any] = {"step": f"{test.id}/{step.id}", "t0": time.perf_counter()}
+        self.timings.append(t)
         await self._flush()
         started = time.time()
         obs = StepObservation(
@@ -183,44 +233,75 @@ class Runner:
             "step-start",
             {"test": test.id, "step": step.id, "instruction": step.instruction, "timeout": timeout},
         )
-        client: ClientProcess | None = None
+        client: StepClient | None = None
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_record(*_args: Any) -> None:  # any thread: the HTTP routes run in a pool
+            loop.call_soon_threadsafe(wake.set)
+
+        unsubscribe = self.services.recorder.subscribe(on_record)
+        watcher: asyncio.Task[bool] | None = None
         try:
-            fired = step.runner_action is None
-            if not fired and step.runner_action == "deliver-mail":
-                await self._act(step.runner_action, obs, box, correspondent)
-                fired = True
-            if request.client_cmd:
-                env = self._environment(run, test, step, box, correspondent)
-                client = await ClientProcess.start(request.client_cmd, env)
-            deadline = started + timeout
-            while True:
-                await self._flush()
-                if not fired and check.trigger(obs):
-                    assert step.runner_action is not None
+            try:
+                fired = step.runner_action is None
+                if not fired and step.runner_action == "deliver-mail":
                     await self._act(step.runner_action, obs, box, correspondent)
                     fired = True
-                    continue
+                if request.client_cmd:
+                    env = self._environment(run, test, step, box, correspondent)
+                    if self._driver is not None:
+                        client = await self._driver.start_step(env)
+                    else:
+                        client = await ClientProcess.start(request.client_cmd, env)
+                    watcher = asyncio.create_task(client.wait_done(timeout + 60))
+                    watcher.add_done_callback(lambda _t: wake.set())
+                t["spawned"] = time.perf_counter()
+                t["wall0"] = started
+                deadline = started + timeout
+                while True:
+                    wake.clear()
+                    await self._flush()
+                    if not fired and check.trigger(obs):
+                        assert step.runner_action is not None
+                        await self._act(step.runner_action, obs, box, correspondent)
+                        fired = True
+                        continue
+                    if client is not None:
+                        if client.exited:
+                            break
+                        if step.action == "keep-session-open" and fired and check.ready(obs):
+                            break
+                    elif check.ready(obs):
+                        break
+                    now = time.time()
+                    if now >= deadline:
+                        obs.marks["timedOut"] = timeout
+                        break
+                    # Sleep until something is recorded, the client ends, or the next look
+                    # is due (quiet periods are measured by the clock, not announced).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), min(POLL, deadline - now))
+                    await asyncio.sleep(COALESCE)
+            finally:
+                t["waited"] = time.perf_counter()
                 if client is not None:
-                    if client.exited:
-                        break
-                    if step.action == "keep-session-open" and fired and check.ready(obs):
-                        break
-                elif check.ready(obs):
-                    break
-                if time.time() >= deadline:
-                    obs.marks["timedOut"] = timeout
-                    break
-                await asyncio.sleep(POLL)
+                    if not client.exited:
+                        # What the client does once told to stop is not what the step
+                        # observes.
+                        obs.marks["clientStoppedAt"] = time.time()
+                    await client.stop()
+                self._unstage(step.stage, box)
+                t["stopped"] = time.perf_counter()
+            # The server side of the closing connections lands in the loop: wait until the
+            # step's sessions are closed (or the grace period is over).
+            await self._sessions_closed(obs, wake)
         finally:
-            if client is not None:
-                if not client.exited:
-                    # What the client does once told to stop is not what the step observes.
-                    obs.marks["clientStoppedAt"] = time.time()
-                await client.stop()
-            self._unstage(step.stage, box)
-        await asyncio.sleep(0.1)  # the server side of closing connections lands in the loop
-        await self._flush()
+            if watcher is not None:
+                watcher.cancel()
+            unsubscribe()
         obs.freeze()
+        t["flushed"] = time.perf_counter()
         try:
             verdict = check.judge(obs)
         except Exception as exc:  # a bug in a check must not stop the run, and must show
@@ -228,6 +309,7 @@ class Runner:
         if "timedOut" in obs.marks and not verdict.ok:
             verdict.message += f" (waited {timeout:.0f} s)"
         verdict.requirements = verdict.requirements or test.requirements
+        t["judged"] = time.perf_counter()
         result.verdict = verdict
         result.status = verdict.status
         result.ended_at = time.time()
@@ -237,7 +319,27 @@ class Runner:
             result.client["output"] = client.output.decode("utf-8", "replace")
         emit("step-end", {"test": test.id, "step": step.id, **verdict.as_dict()})
 
+    async def _sessions_closed(self, obs: StepObservation, wake: asyncio.Event) -> None:
+        await asyncio.sleep(COALESCE)  # connections the client made are accepted by now
+        give_up = time.time() + CLOSE_GRACE
+        while True:
+            wake.clear()
+            await self._flush()
+            if not any(s.ended_at is None for s in obs.sessions()):
+                return
+            left = give_up - time.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(POLL, left))
+
     # ---- staging and runner actions --------------------------------------------------------
+    def _prepare_stages(self, stages: set[str]) -> None:
+        """Make the staged certificates and DH group now (in a thread, before the first
+        step), so that switching a profile during the run only loads files."""
+        for stage in sorted(stages - {"none", "reject-tokens"}):
+            server_context(self.services.pki, stage, self.sim.crl_url)
+
     def _stage(self, stage: str, box: Mailbox) -> None:
         if stage == "reject-tokens":
             self.services.auth.refused_tokens[box.address.lower()] = REFUSED_TOKEN_REASON

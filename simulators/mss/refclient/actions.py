@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import imaplib
 import logging
 from collections.abc import Callable
 from email.message import EmailMessage
 
-from simulators.mss.refclient import imap as imap_client
 from simulators.mss.refclient import mails
 from simulators.mss.refclient import smtp as smtp_client
 from simulators.mss.refclient.client import EXIT_OK, GiveUp, RefClient
@@ -37,6 +35,10 @@ def submit(client: RefClient, msg: EmailMessage, rcpts: list[str]) -> None:
 
 def read_newest(client: RefClient, *, flag: str | None = None) -> EmailMessage | None:
     """Open INBOX, read the newest mail; optionally flag it afterwards."""
+    import imaplib  # not loaded by the actions that only send (a faster start)
+
+    from simulators.mss.refclient import imap as imap_client
+
     imap = imap_client.open_session(client)
     try:
         count, raw = imap_client.newest_message(imap)
@@ -103,6 +105,8 @@ def autoconfig_then_connect(client: RefClient) -> int:
             raise GiveUp("autoconfig: no incoming (imap) server published")
         imap_host, imap_port, imap_tls = imap.hostname, imap.port, imap.starttls
     # the connection test: authenticate on both, then leave politely
+    from simulators.mss.refclient import imap as imap_client
+
     session = smtp_client.open_session(client, host=smtp_host, port=smtp_port, starttls=smtp_tls)
     smtp_client.quit_quietly(session)
     box = imap_client.open_session(client, host=imap_host, port=imap_port, starttls=imap_tls)
@@ -139,6 +143,10 @@ def return_mdn(client: RefClient) -> int:
 
 def _flag_mdn_sent(client: RefClient) -> None:
     # RFC 3503: $MDNSent stops this and other clients from sending the notice twice.
+    import imaplib
+
+    from simulators.mss.refclient import imap as imap_client
+
     with contextlib.suppress(GiveUp, imaplib.IMAP4.error, OSError):
         imap = imap_client.open_session(client)
         try:

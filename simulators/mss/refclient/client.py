@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -20,6 +21,7 @@ from simulators.mss.refclient.identity import (
 )
 from simulators.mss.refclient.tls import ServerRefused, TlsPolicy
 from simulators.mss.refclient.tokens import PscError, PscTokens, RefreshRefused
+from simulators.mss.refclient.web import Session
 
 log = logging.getLogger("refclient")
 T = TypeVar("T")
@@ -49,12 +51,19 @@ class GiveUp(Exception):
 
 
 class RefClient:
-    def __init__(self, cfg: ClientConfig) -> None:
+    def __init__(self, cfg: ClientConfig, stop: threading.Event | None = None) -> None:
         self.cfg = cfg
+        self.stop = stop or threading.Event()  # set: end keep-session-open now
         self.faults = FaultSwitch(cfg.fault)
         self.tls = TlsPolicy(cfg, self.faults)
-        self.tokens = PscTokens(cfg, self.https_context)
+        self.http = Session()  # PSC and the directory share one HTTPS connection
+        self.tokens = PscTokens(cfg, self.https_context, self.http)
         self.certificate = ClientCertificate(cfg, self.faults, lambda: self.info.entity)
+        self._https: ssl.SSLContext | None = None
+
+    def close(self) -> None:
+        self.http.close()
+        self.certificate.close()
 
     # ---- TLS ------------------------------------------------------------------------
     def mail_contexts(self) -> list[ssl.SSLContext]:
@@ -63,12 +72,14 @@ class RefClient:
 
     def https_context(self) -> ssl.SSLContext:
         """HTTPS (PSC, directory, autoconfig): same trust and revocation rules."""
-        return self.tls.strict()
+        if self._https is None:
+            self._https = self.tls.strict()
+        return self._https
 
     # ---- identity -------------------------------------------------------------------
     @cached_property
     def info(self) -> MailboxInfo:
-        return fetch_mailbox_info(self.cfg, self.https_context)
+        return fetch_mailbox_info(self.cfg, self.https_context, self.http)
 
     @property
     def label(self) -> str:

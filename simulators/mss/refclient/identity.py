@@ -3,7 +3,6 @@ APP mailbox, the ORG AUTH_CLI certificate it presents in TLS."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from urllib.parse import quote
 
 from simulators.mss.refclient.config import ClientConfig, ConfigError
 from simulators.mss.refclient.faults import FaultSwitch
-from simulators.mss.refclient.web import request
+from simulators.mss.refclient.web import Session, request
 
 log = logging.getLogger("refclient")
 
@@ -41,13 +40,16 @@ class MailboxInfo:
     entity: str
 
 
-def fetch_mailbox_info(cfg: ClientConfig, context: Callable[[], ssl.SSLContext]) -> MailboxInfo:
+def fetch_mailbox_info(
+    cfg: ClientConfig, context: Callable[[], ssl.SSLContext], session: Session | None = None
+) -> MailboxInfo:
     """GET /api/mss/mailboxes/{address}: what the operator's directory says about the
     mailbox. Falls back to what the address gives if the directory is unreachable."""
     fallback = MailboxInfo(cfg.bal, cfg.bal_type, cfg.bal.split("@")[0], cfg.domain.upper())
     url = f"{cfg.https_base}/api/mss/mailboxes/{quote(cfg.bal, safe='@')}"
+    get = session.request if session is not None else request
     try:
-        status, _h, body = request("GET", url, context=context(), timeout=cfg.timeout)
+        status, _h, body = get("GET", url, context=context(), timeout=cfg.timeout)
         data = json.loads(body) if status == 200 else None
     except (OSError, ValueError) as exc:
         log.warning("mailbox directory unreachable (%s): using the address as label", exc)
@@ -100,6 +102,13 @@ class ClientCertificate:
         self._entity = entity
         self._paths: tuple[Path, Path] | None = None
         self._resolved = False
+        self._tmp: Path | None = None  # the PEM files converted from the P12
+
+    def close(self) -> None:
+        """Remove the PEM files converted from the P12 (the private key among them)."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def paths(self) -> tuple[Path, Path] | None:
         if not self._resolved:
@@ -126,7 +135,9 @@ class ClientCertificate:
         if cfg.client_cert and cfg.client_key:
             return cfg.client_cert, cfg.client_key
         if cfg.client_p12:
-            return _p12_to_pem(cfg.client_p12, cfg.client_p12_password)
+            tmp = Path(tempfile.mkdtemp(prefix="refclient-"))  # mode 0700
+            self._tmp = tmp
+            return _p12_to_pem(cfg.client_p12, cfg.client_p12_password, tmp)
         raise ConfigError(
             "an APP mailbox needs SEGUR_SIM_CLIENT_CERT and SEGUR_SIM_CLIENT_KEY "
             "(or SEGUR_SIM_CLIENT_P12) for its ORG AUTH_CLI certificate"
@@ -150,7 +161,7 @@ class ClientCertificate:
         return creds.chain_path, creds.key_path
 
 
-def _p12_to_pem(p12: Path, password: str | None) -> tuple[Path, Path]:
+def _p12_to_pem(p12: Path, password: str | None, tmp: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -159,8 +170,6 @@ def _p12_to_pem(p12: Path, password: str | None) -> tuple[Path, Path]:
     )
     if key is None or cert is None:
         raise ConfigError(f"{p12} holds no key and certificate")
-    tmp = Path(tempfile.mkdtemp(prefix="refclient-"))  # mode 0700
-    atexit.register(shutil.rmtree, tmp, True)
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     chain = cert.public_bytes(serialization.Encoding.PEM) + b"".join(
         c.public_bytes(serialization.Encoding.PEM) for c in extra

@@ -6,6 +6,8 @@ until SIGTERM.
 - The server closes a session while PSC still works: refresh (a fresh access token,
   and proof the PSC session is alive), then reconnect, without human action.
 - The refresh is refused (``invalid_grant``): LOGOUT and QUIT, exit 0, no reconnection.
+
+SIGTERM (per-step driver) or a stop message (``--serve``, ``client.stop``) ends it.
 """
 
 from __future__ import annotations
@@ -30,20 +32,28 @@ class SessionKeeper:
         self.client = client
         self.imap: imaplib.IMAP4 | None = None
         self.smtp: smtplib.SMTP | None = None
-        self.stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self.client.stop.is_set()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: closing the sessions", signum)
-        self.stopping = True
+        self.client.stop.set()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        previous = [
+            signal.signal(signal.SIGTERM, self._on_signal),
+            signal.signal(signal.SIGINT, self._on_signal),
+        ]
         try:
             self._open_missing()
             return self._loop()
         finally:
             self.close()
+            for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous, strict=True):
+                if handler is not None:
+                    signal.signal(sig, handler)
 
     # ---- loop -----------------------------------------------------------------------
     def _loop(self) -> int:
@@ -71,7 +81,7 @@ class SessionKeeper:
         """Sleep in small steps so SIGTERM is handled at once; True when stopping."""
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            self.client.stop.wait(min(0.05, max(0.0, deadline - time.monotonic())))
         return self.stopping
 
     def _token_still_valid(self) -> bool:

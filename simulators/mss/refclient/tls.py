@@ -12,16 +12,16 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import logging
 import os
 import ssl
+import textwrap
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from simulators.mss.refclient.config import ClientConfig
 from simulators.mss.refclient.faults import FaultSwitch
@@ -64,7 +64,7 @@ class TlsPolicy:
     def __init__(self, cfg: ClientConfig, faults: FaultSwitch) -> None:
         self.cfg = cfg
         self.faults = faults
-        self._crl: x509.CertificateRevocationList | None = None
+        self._crl: bytes | None = None  # DER
         self._crl_file: Path | None = None
 
     # ---- contexts -------------------------------------------------------------------
@@ -126,11 +126,14 @@ class TlsPolicy:
         trust-foreign-ca variant. A good client relies on OpenSSL (nothing to do)."""
         if not self.faults.on("trust-foreign-ca") or der is None or self._crl is None:
             return
+        from cryptography import x509  # only this variant parses certificates itself
+
         cert = x509.load_der_x509_certificate(der)
-        if cert.issuer != self._crl.issuer:
+        crl = x509.load_der_x509_crl(self._crl)
+        if cert.issuer != crl.issuer:
             log.info("no CRL for issuer %s: accepted anyway", cert.issuer.rfc4514_string())
             return
-        if self._crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             raise ServerRefused("server certificate refused: certificate revoked (CRL)")
 
     # ---- CRL ------------------------------------------------------------------------
@@ -143,16 +146,17 @@ class TlsPolicy:
             raise ServerRefused("no CRL URL (SEGUR_SIM_CRL_URL): cannot check revocation")
         key = hashlib.sha256(cfg.crl_url.encode()).hexdigest()[:16]
         cache = cfg.cache_dir / f"crl-{key}.pem"
-        crl: x509.CertificateRevocationList | None = None
+        crl: bytes | None = None
         try:
             status, _headers, body = http_get(cfg.crl_url, timeout=cfg.timeout)
             if status != 200:
                 raise OSError(f"HTTP {status}")
-            crl = x509.load_der_x509_crl(body)
-            if not _crl_current(crl):
+            info = crl_info(body)
+            if not info.current():
                 raise ValueError("the downloaded CRL is out of date")
-            _write_atomic(cache, crl.public_bytes(serialization.Encoding.PEM))
-            log.info("CRL downloaded from %s (%d revoked)", cfg.crl_url, len(list(crl)))
+            _write_atomic(cache, crl_pem(body))
+            crl = body
+            log.info("CRL downloaded from %s (%d revoked)", cfg.crl_url, info.revoked)
         except (OSError, ValueError) as exc:
             log.warning("CRL download failed (%s); trying the cached CRL", exc)
             crl = _read_cached(cache)
@@ -165,20 +169,105 @@ class TlsPolicy:
         return cache
 
 
-def _crl_current(crl: x509.CertificateRevocationList) -> bool:
-    now = dt.datetime.now(dt.UTC)
-    next_update = crl.next_update_utc
-    return crl.last_update_utc <= now + dt.timedelta(minutes=5) and (
-        next_update is None or next_update > now
-    )
+# ---- the little of a CRL the client reads itself (OpenSSL does the checking) -------------
+# Read with a minimal DER walker rather than the cryptography package: importing that
+# costs a noticeable part of the client's start, paid at every step of a run.
+_PEM_CRL = ("-----BEGIN X509 CRL-----", "-----END X509 CRL-----")
 
 
-def _read_cached(path: Path) -> x509.CertificateRevocationList | None:
+@dataclass(frozen=True)
+class CrlInfo:
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    revoked: int  # entries in revokedCertificates
+
+    def current(self, now: dt.datetime | None = None) -> bool:
+        now = now or dt.datetime.now(dt.UTC)
+        return self.this_update <= now + dt.timedelta(minutes=5) and (
+            self.next_update is None or self.next_update > now
+        )
+
+
+def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at ``pos``."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or pos + count > len(data):
+            raise ValueError("bad DER length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def _der_time(tag: int, raw: bytes) -> dt.datetime:
+    text = raw.decode("ascii")
+    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280: 50-99 mean 19xx)
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        raise ValueError(f"not a time (tag {tag:#x})")
+    if not text.endswith("Z") or len(text) != 15:
+        raise ValueError(f"unsupported time {raw!r}")
+    return dt.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=dt.UTC)
+
+
+def crl_info(der: bytes) -> CrlInfo:
+    """thisUpdate, nextUpdate and the number of entries of a DER CRL (RFC 5280 5.1)."""
+    tag, start, _end = _der_item(der, 0)  # CertificateList
+    if tag != 0x30:
+        raise ValueError("not a CRL")
+    tag, pos, end = _der_item(der, start)  # TBSCertList
+    if tag != 0x30:
+        raise ValueError("not a CRL")
+    tag, _s, after = _der_item(der, pos)
+    if tag == 0x02:  # version
+        pos = after
+    for _field in ("signature", "issuer"):
+        tag, _s, pos = _der_item(der, pos)
+        if tag != 0x30:
+            raise ValueError("not a CRL")
+    tag, s, pos = _der_item(der, pos)
+    this_update = _der_time(tag, der[s:pos])
+    next_update = None
+    revoked = 0
+    if pos < end:
+        tag, s, after = _der_item(der, pos)
+        if tag in (0x17, 0x18):
+            next_update = _der_time(tag, der[s:after])
+            pos = after
+    if pos < end:
+        tag, s, after = _der_item(der, pos)
+        if tag == 0x30:  # revokedCertificates
+            while s < after:
+                _t, _c, s = _der_item(der, s)
+                revoked += 1
+    return CrlInfo(this_update, next_update, revoked)
+
+
+def crl_pem(der: bytes) -> bytes:
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
+    return f"{_PEM_CRL[0]}\n{body}\n{_PEM_CRL[1]}\n".encode("ascii")
+
+
+def _pem_der(pem: bytes) -> bytes:
+    text = pem.decode("ascii")
+    start = text.index(_PEM_CRL[0]) + len(_PEM_CRL[0])
+    return base64.b64decode("".join(text[start : text.index(_PEM_CRL[1])].split()))
+
+
+def _read_cached(path: Path) -> bytes | None:
     try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
+        der = _pem_der(path.read_bytes())
+        current = crl_info(der).current()
     except (OSError, ValueError):
         return None
-    return crl if _crl_current(crl) else None
+    return der if current else None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulators.mss.refclient.config import ClientConfig
-from simulators.mss.refclient.web import request
+from simulators.mss.refclient.web import Session, request
 
 log = logging.getLogger("refclient")
 
@@ -38,16 +38,22 @@ class _Tokens:
 
 
 class PscTokens:
-    def __init__(self, cfg: ClientConfig, context: Callable[[], ssl.SSLContext]) -> None:
+    def __init__(
+        self,
+        cfg: ClientConfig,
+        context: Callable[[], ssl.SSLContext],
+        session: Session | None = None,
+    ) -> None:
         self.cfg = cfg
         self._context = context
+        self._request = session.request if session is not None else request
         self._tokens: _Tokens | None = None
 
     def _post(self, form: dict[str, str]) -> dict[str, object]:
         if not self.cfg.psc_token_endpoint:
             raise PscError("no PSC token endpoint (SEGUR_SIM_PSC_TOKEN_ENDPOINT)")
         try:
-            status, _h, body = request(
+            status, _h, body = self._request(
                 "POST",
                 self.cfg.psc_token_endpoint,
                 context=self._context(),

@@ -245,6 +245,10 @@ class MssSMTP(SMTP):
             self.record.set(mail_before_tls=True)
 
     async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str) and not status.isascii():
+            # aiosmtpd echoes arguments (e.g. "502 Could not VRFY <arg>") decoded with
+            # lone surrogates for non-UTF-8 octets, which it then cannot encode.
+            status = status.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.record is not None:
             self.record.server(status)
         await super().push(status)  # type: ignore[type-var]

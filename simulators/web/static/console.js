@@ -1,7 +1,7 @@
 // segur-sim console: a little progressive enhancement, no framework, no build step.
 // Everything works without this file; it adds copy buttons, extra header rows in the
-// composer, a confirmation before abandoning a CNDA dossier, the run form's hints and
-// the live view of a conformance run (polls /api/mss/runs/{id} every second).
+// composer, a confirmation before abandoning a CNDA dossier or deleting a mailbox, the
+// run form's hints and the live view of a conformance run (polls /api/mss/runs/{id} every second).
 "use strict";
 
 document.addEventListener("DOMContentLoaded", function () {
@@ -33,7 +33,8 @@ document.addEventListener("DOMContentLoaded", function () {
 
   document.querySelectorAll("form.confirm").forEach(function (form) {
     form.addEventListener("submit", function (event) {
-      if (!window.confirm("Abandon this dossier? This cannot be undone.")) {
+      var question = form.getAttribute("data-confirm") || "Abandon this dossier? This cannot be undone.";
+      if (!window.confirm(question)) {
         event.preventDefault();
       }
     });

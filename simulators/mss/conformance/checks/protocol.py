@@ -395,7 +395,7 @@ class _Mechanism(StepCheck):
                         evidence=[_ev(s, "wrong mechanism")],
                     )
                 )
-            elif str(s.get("auth_user", "")).lower() != bal:
+            elif s.get("auth_user") and str(s.get("auth_user")).lower() != bal:
                 findings.append(
                     Verdict.failed(
                         f"{proto} session {s.id} authenticated as {s.get('auth_user')!r}",
@@ -555,10 +555,20 @@ class NoRetryStorm(StepCheck):
 
 
 # ---- MSS-17: reconnection after a server drop ---------------------------------------------
+def _connected_and_settled(obs: StepObservation) -> bool:
+    """An authenticated IMAP session is open and the software has opened no new mail
+    session for ``settle`` seconds: it has set up every session it keeps (an SMTP
+    session opened just after the IMAP one must not count as a reconnection)."""
+    sessions = obs.sessions()
+    imap_open = any(s.protocol == "imap" and s.ended_at is None for s in _authenticated(sessions))
+    latest = max((s.started_at for s in sessions), default=obs.ctx.since)
+    return imap_open and time.time() - latest >= obs.settle
+
+
 @register("MSS-17")
 class ReconnectAfterDrop(StepCheck):
     def trigger(self, obs: StepObservation) -> bool:
-        return any(s.ended_at is None for s in _authenticated(obs.sessions("imap")))
+        return _connected_and_settled(obs)
 
     def ready(self, obs: StepObservation) -> bool:
         dropped_at = obs.marks.get("dropped_at")
@@ -599,7 +609,7 @@ class ReconnectAfterDrop(StepCheck):
 @register("MSS-18")
 class CloseOnRevocation(StepCheck):
     def trigger(self, obs: StepObservation) -> bool:
-        return any(s.ended_at is None for s in _authenticated(obs.sessions("imap")))
+        return _connected_and_settled(obs)
 
     def ready(self, obs: StepObservation) -> bool:
         revoked_at = obs.marks.get("revoked_at")
