@@ -39,13 +39,11 @@ CI_ENV = {
 
 
 def suites_for(fault: Fault, both: bool) -> list[tuple[str, str]]:
-    if fault.test_id.startswith("MSS-X"):
-        return [("extra", PER)]
-    if "PER" not in fault.bal_types:
+    if fault.suite == "app":
         return [("app", APP)]
-    if both and "APP" in fault.bal_types:
+    if both and fault.suite == "per-org" and "APP" in fault.bal_types:
         return [("per-org", PER), ("app", APP)]
-    return [("per-org", PER)]
+    return [(fault.suite, PER)]
 
 
 def main() -> int:

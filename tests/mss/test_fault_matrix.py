@@ -57,11 +57,7 @@ def matrix_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorCo
 
 
 def suite_of(fault: Fault) -> tuple[str, str]:
-    if fault.test_id.startswith("MSS-X"):
-        return "extra", PER
-    if "PER" not in fault.bal_types:
-        return "app", APP
-    return "per-org", PER
+    return fault.suite, APP if fault.suite == "app" else PER
 
 
 def test_every_declared_consequence_is_in_the_faults_suite() -> None:

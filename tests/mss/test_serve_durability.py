@@ -199,3 +199,37 @@ def test_a_schema_registered_after_opening_is_applied(tmp_path: Path) -> None:
         db.ensure_schema(late)  # idempotent
         db.write_sync(lambda conn: conn.execute("INSERT INTO late_things DEFAULT VALUES"))
         assert db.read_one("SELECT count(*) FROM late_things")[0] == 1  # type: ignore[index]
+
+
+def test_recorded_rows_are_committed_without_any_other_write(tmp_path: Path) -> None:
+    # The recorder has no commits of its own: its rows ride in the next batch, and a
+    # poke makes the writer run one within lazy_delay when nothing else is written.
+    from simulators.core.recorder import Recorder
+
+    with Database(tmp_path / "store.db", lazy_delay=0.02) as db:
+        recorder = Recorder(db)
+        record = recorder.open_session("smtp", "smtps", ("127.0.0.1", 4242))
+        record.client("EHLO lps.example")
+        record.server("250 OK")
+        deadline = time.monotonic() + 10
+        events = recorder.events(record.id)  # a read only: no flush, no other job
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            events = recorder.events(record.id)
+        assert [(e.direction, e.data) for e in events] == [
+            ("C", "EHLO lps.example"),
+            ("S", "250 OK"),
+        ]
+        assert recorder.session(record.id) is not None
+
+
+def test_a_failing_batch_hook_costs_no_acknowledged_write(tmp_path: Path) -> None:
+    with Database(tmp_path / "store.db") as db:
+
+        def broken_hook(conn: object) -> None:
+            raise RuntimeError("hook failure")
+
+        db.add_batch_hook(broken_hook)
+        db.write_sync(lambda conn: conn.execute("CREATE TABLE t (x INTEGER)"))
+        db.write_sync(lambda conn: conn.execute("INSERT INTO t VALUES (42)"))
+        assert [tuple(r) for r in db.read("SELECT x FROM t")] == [(42,)]

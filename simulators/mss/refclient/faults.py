@@ -22,6 +22,13 @@ class Fault:
     also_fails: tuple[str, ...] = ()
     because: str = ""
 
+    @property
+    def suite(self) -> str:
+        """The referencing case its test belongs to (per-org for the common faults)."""
+        if self.test_id.startswith("MSS-X"):
+            return "extra"
+        return "per-org" if "PER" in self.bal_types else "app"
+
 
 _PER_ORG = ("PER", "ORG")
 # The tests a client fails when it never gets a mail out.

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from simulators.mss.refclient.client import EXIT_AUTH_REFUSED, AuthRefused, GiveUp, RefClient
 from simulators.mss.refclient.smtp import xoauth2_string
-from simulators.mss.refclient.tls import ServerRefused, describe_tls_error
+from simulators.mss.refclient.tls import ServerRefused, first_accepted
 
 log = logging.getLogger("refclient")
 
@@ -36,16 +36,13 @@ def connect(
     cfg = client.cfg
     host = host or cfg.host
     port = port or cfg.imap_port
-    contexts = client.mail_contexts()
-    for index, ctx in enumerate(contexts):
-        try:
-            return _connect_once(client, host, port, ctx, starttls)
-        except ssl.SSLError as exc:
-            if index + 1 < len(contexts) and not isinstance(exc, ssl.SSLCertVerificationError):
-                log.warning("IMAP: %s; retrying with legacy TLS", describe_tls_error(exc))
-                continue
-            raise ServerRefused(f"IMAP {host}:{port}: {describe_tls_error(exc)}") from exc
-    raise AssertionError("no TLS context")
+    return first_accepted(
+        "IMAP",
+        host,
+        port,
+        client.mail_contexts(),
+        lambda ctx: _connect_once(client, host, port, ctx, starttls),
+    )
 
 
 def _connect_once(

@@ -10,7 +10,7 @@ import smtplib
 import ssl
 
 from simulators.mss.refclient.client import EXIT_AUTH_REFUSED, AuthRefused, GiveUp, RefClient
-from simulators.mss.refclient.tls import ServerRefused, describe_tls_error
+from simulators.mss.refclient.tls import ServerRefused, first_accepted
 
 log = logging.getLogger("refclient")
 
@@ -31,16 +31,13 @@ def connect(
     port = port or cfg.smtp_port
     if client.faults.on("smtp-implicit-tls-only"):
         port, starttls = cfg.smtps_port, False  # MSS-01: port 465, never 587 + STARTTLS
-    contexts = client.mail_contexts()
-    for index, ctx in enumerate(contexts):
-        try:
-            return _connect_once(client, host, port, ctx, starttls)
-        except ssl.SSLError as exc:
-            if index + 1 < len(contexts) and not isinstance(exc, ssl.SSLCertVerificationError):
-                log.warning("SMTP: %s; retrying with legacy TLS", describe_tls_error(exc))
-                continue
-            raise ServerRefused(f"SMTP {host}:{port}: {describe_tls_error(exc)}") from exc
-    raise AssertionError("no TLS context")
+    return first_accepted(
+        "SMTP",
+        host,
+        port,
+        client.mail_contexts(),
+        lambda ctx: _connect_once(client, host, port, ctx, starttls),
+    )
 
 
 def _connect_once(

@@ -20,14 +20,17 @@ import os
 import ssl
 import textwrap
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from simulators.mss.refclient.config import ClientConfig
 from simulators.mss.refclient.faults import FaultSwitch
 from simulators.mss.refclient.web import http_get
 
 log = logging.getLogger("refclient")
+T = TypeVar("T")
 
 # OpenSSL names of the six TLS 1.2 suites MSSanté allows, in the référentiel's order.
 ALLOWED_TLS12_SUITES = (
@@ -49,6 +52,26 @@ X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
 class ServerRefused(Exception):
     """The server's TLS parameters or certificate are not acceptable: abort, no AUTH."""
+
+
+def first_accepted(
+    protocol: str,
+    host: str,
+    port: int,
+    contexts: list[ssl.SSLContext],
+    attempt: Callable[[ssl.SSLContext], T],
+) -> T:
+    """``attempt`` with each context in turn: a refused handshake moves on to the next
+    (legacy) one; a refused certificate, or the last refusal, raises ServerRefused."""
+    for index, ctx in enumerate(contexts):
+        try:
+            return attempt(ctx)
+        except ssl.SSLError as exc:
+            if index + 1 < len(contexts) and not isinstance(exc, ssl.SSLCertVerificationError):
+                log.warning("%s: %s; retrying with legacy TLS", protocol, describe_tls_error(exc))
+                continue
+            raise ServerRefused(f"{protocol} {host}:{port}: {describe_tls_error(exc)}") from exc
+    raise AssertionError("no TLS context")
 
 
 def describe_tls_error(exc: BaseException) -> str:

@@ -209,6 +209,23 @@ def _absent_without_cda(header: str, requirements: tuple[str, ...]) -> MessageJu
     return judge
 
 
+def _no_mail_with_cda(
+    messages: Sequence[ObservedMessage],
+    ctx: JudgeContext,
+    requirements: tuple[str, ...],
+    expected: str,
+) -> Verdict:
+    """The verdict of a with-CDA rule when no mail carried a CDA (MSS-09, MSS-10)."""
+    return none_seen(
+        "a mail carrying an IHE_XDM.ZIP with a CDA document",
+        messages,
+        ctx,
+        requirements=requirements,
+        expected=expected,
+        why_not="with an IHE_XDM.ZIP attachment",
+    )
+
+
 def _codes(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
@@ -219,14 +236,7 @@ def judge_codecda_with_cda(messages: Sequence[ObservedMessage], ctx: JudgeContex
     expected = "X-MSS-CODECDA: the CDA header code of each CDA of the IHE_XDM.ZIP, comma separated"
     with_cda, _without = _split_by_cda(messages)
     if not with_cda:
-        return none_seen(
-            "a mail carrying an IHE_XDM.ZIP with a CDA document",
-            messages,
-            ctx,
-            requirements=REQ_CODECDA,
-            expected=expected,
-            why_not="with an IHE_XDM.ZIP attachment",
-        )
+        return _no_mail_with_cda(messages, ctx, REQ_CODECDA, expected)
 
     def check(mail: MailView) -> list[Finding]:
         headers, names, failure = _cda_of(mail)
@@ -297,14 +307,7 @@ def judge_ins_with_cda(messages: Sequence[ObservedMessage], ctx: JudgeContext) -
     expected = "X-MSS-INS: O when the CDA carries a qualified INS, N otherwise"
     with_cda, _without = _split_by_cda(messages)
     if not with_cda:
-        return none_seen(
-            "a mail carrying an IHE_XDM.ZIP with a CDA document",
-            messages,
-            ctx,
-            requirements=REQ_INS,
-            expected=expected,
-            why_not="with an IHE_XDM.ZIP attachment",
-        )
+        return _no_mail_with_cda(messages, ctx, REQ_INS, expected)
 
     def check(mail: MailView) -> list[Finding]:
         headers, _names, failure = _cda_of(mail)
