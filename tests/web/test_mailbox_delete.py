@@ -195,6 +195,12 @@ def test_a_cancelled_run_has_a_signed_proof_and_outlives_its_mailbox(
     assert second is True
     doc = run_doc(http, run_id)
     assert [t["status"] for t in doc["tests"]] == ["pass", "running", "wait"]
+    # the page as the server renders it says what console.js would (a float timeout
+    # once came out as "300.0 s" until the script replaced it)
+    run_page = http.get(f"/runs/{run_id}").text
+    assert re.search(r'id="current-where">MSS-08 step main \(up to \d+ s\)<', run_page), (
+        re.search(r'id="current-where">[^<]*<', run_page)
+    )
 
     # the mailbox under test cannot be deleted while the run uses it
     busy = http.delete(f"{API}/mailboxes/{box.address}")
