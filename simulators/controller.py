@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simulators.core import eventloop
 from simulators.mss.services import MssServices
 from simulators.serve import Simulator
 
@@ -24,7 +25,7 @@ class SimulatorController:
         overrides.setdefault("port_base", 0)
         self.data_dir = Path(data_dir)
         self.overrides = overrides
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()
         self._thread: threading.Thread | None = None
         self.simulator: Simulator | None = None
         self.services: MssServices | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -23,15 +24,54 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from simulators import DISCLAIMER, __version__
+from simulators.core import eventloop
 from simulators.core.config import DEFAULT_DATA_DIR
-from simulators.mss.services import MssServices
-from simulators.mss.smtp import SmtpListener
-from simulators.mss.tls_profiles import server_context
 
+# The servers' modules are imported by Simulator.running, once the keys of a new data
+# directory are being generated in the background (see _prepare_start).
 if TYPE_CHECKING:
     from simulators.mss.conformance.api import RunService
+    from simulators.mss.services import MssServices
+    from simulators.mss.smtp import SmtpListener
 
 log = logging.getLogger("segur_sim")
+
+
+_START_MODULES = (
+    "simulators.mss.services",
+    "simulators.mss.smtp",
+    "simulators.mss.tls_profiles",
+    "simulators.mss.imap",
+    "simulators.mss.http_routes",  # FastAPI
+    "uvicorn",
+    "simulators.web.app",
+    "simulators.cnda.api",
+    "simulators.interop.api",
+    "simulators.web.console",
+    "simulators.mss.conformance.api",
+)
+
+
+def _prepare_start(data_dir: Path | str, overrides: dict[str, Any]) -> None:
+    """Overlap the two slow parts of a first start: RSA key generation and imports.
+
+    A new data directory needs six RSA keys (the PKI's four authorities, the server
+    certificate, the PSC signing key). OpenSSL generates them without the GIL, so a
+    background thread makes them on another core while this thread imports what the
+    servers and the web app need; :func:`simulators.core.pki.new_key` hands them out.
+    """
+    from simulators.core.config import DataDir
+    from simulators.core.pki import TestPKI, generate_keys_ahead
+
+    data = DataDir.open(data_dir, **overrides)
+    psc_key = 0 if data.psc_key_file.exists() else 1
+    generate_keys_ahead(TestPKI.keys_to_create(data.pki_dir) + psc_key)
+    # What start() uses, in the order it uses it.
+    for module in _START_MODULES:
+        # A module that fails to import here fails again where start() imports it,
+        # which reports it (or, for the IMAP server, logs that it is missing).
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -70,6 +110,9 @@ class Simulator:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(cls, data_dir: Path | str, **overrides: Any) -> AsyncIterator[Simulator]:
+        _prepare_start(data_dir, overrides)
+        from simulators.mss.services import MssServices
+
         services = MssServices.open(data_dir, **overrides)
         sim = cls(services)
         try:
@@ -94,6 +137,7 @@ class Simulator:
         crl_url = f"http://{url_host}:{http_port}/crl/org.crl"
         self.crl_url = crl_url
         ctx = self._tls_context("normal")
+        from simulators.mss.smtp import SmtpListener
 
         ports: dict[str, int] = {"http": http_port, "https": https_port}
         for name, implicit in (("smtp_starttls", False), ("smtps", True)):
@@ -110,6 +154,8 @@ class Simulator:
     # ---- staged server behaviour (the conformance runner uses these) -------------------
     def _tls_context(self, profile: str) -> ssl.SSLContext:
         if profile not in self._tls_cache:
+            from simulators.mss.tls_profiles import server_context
+
             self._tls_cache[profile] = server_context(self.services.pki, profile, self.crl_url)
         return self._tls_cache[profile]
 
@@ -229,6 +275,7 @@ class Simulator:
             "disclaimer": DISCLAIMER,
             "version": __version__,
             "pid": os.getpid(),
+            "event_loop": eventloop.loop_name(asyncio.get_running_loop()),
             "data_dir": str(services.data.root),
             "host": host,
             "domain": services.domain,
@@ -318,6 +365,7 @@ def serve_command(data_dir: Path, host: str | None, port_base: int | None, quiet
     """Start every simulator (SMTP, IMAP, PSC, web) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(_serve_forever(data_dir, {"host": host, "port_base": port_base}, quiet))
+        with asyncio.Runner(loop_factory=eventloop.loop_factory()) as runner:
+            runner.run(_serve_forever(data_dir, {"host": host, "port_base": port_base}, quiet))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -12,8 +12,9 @@ Hierarchy (every name says SIMULATION):
 - ``foreign``: a root outside IGC Santé, for the "foreign certificate" cases.
 
 Server certificates carry the CRL distribution point of the running instance, so
-they are re-issued when that URL changes. Every key is RSA: the six cipher suites
-MSSanté allows all use RSA authentication.
+they are re-issued (for the key they already have) when that URL changes. Every key is
+RSA: the six cipher suites MSSanté allows all use RSA authentication. ``serve`` has the
+keys of a new PKI generated in a background thread while it imports (``new_key``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -58,8 +60,93 @@ def _name(cn: str, ou: str | None = None, o: str = "SEGUR-SIM SIMULATION") -> x5
     return x509.Name(attrs)
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+def _generate_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=_KEY_SIZE)
+
+
+class _KeysAhead:
+    """RSA keys generated in a background thread before anyone asks for them.
+
+    OpenSSL releases the GIL while it looks for primes, so at ``serve`` start-up the
+    keys of a new PKI are generated on another core while the main thread imports the
+    web stack. Each key is handed out once, to whichever caller comes first.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: list[rsa.RSAPrivateKey] = []
+        self._to_start = 0  # keys the thread has yet to begin
+        self._in_flight = 0  # keys it is generating now
+        self._waiting = 0  # callers of take() waiting for one of those
+
+    def start(self, count: int) -> None:
+        if count <= 0:
+            return
+        with self._cond:
+            self._to_start += count
+        threading.Thread(target=self._run, name="segur-sim-keygen", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._to_start <= 0:
+                    return
+                self._to_start -= 1
+                self._in_flight += 1
+            key = _generate_key()
+            with self._cond:
+                self._in_flight -= 1
+                self._ready.append(key)
+                self._cond.notify_all()
+
+    def take(self) -> rsa.RSAPrivateKey:
+        with self._cond:
+            while not self._ready:
+                if self._to_start > 0:
+                    self._to_start -= 1  # not begun yet: make it here, on another core
+                    break
+                if self._in_flight <= self._waiting:
+                    break  # nothing coming for this caller
+                self._waiting += 1  # one is half-way through: wait for it
+                self._cond.wait()
+                self._waiting -= 1
+            else:
+                return self._ready.pop(0)
+        return _generate_key()
+
+
+_keys_ahead = _KeysAhead()
+
+
+def generate_keys_ahead(count: int) -> None:
+    """Start generating ``count`` RSA keys in the background for the next :func:`new_key`."""
+    _keys_ahead.start(count)
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    """A new RSA key (a prepared one if :func:`generate_keys_ahead` made some)."""
+    return _keys_ahead.take()
+
+
+def load_key(path: Path) -> rsa.RSAPrivateKey:
+    """An RSA private key this simulator generated and wrote itself (mode 0600).
+
+    OpenSSL 3's RSA key consistency check costs some 40 ms per 2048-bit key; it guards
+    against keys from untrusted sources, which these files are not, so it is skipped.
+    """
+    key = serialization.load_pem_private_key(
+        path.read_bytes(), None, unsafe_skip_rsa_key_validation=True
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def _kept_key(path: Path) -> rsa.RSAPrivateKey | None:
+    """The key already at ``path``; None if there is none, or only a torn write of one."""
+    try:
+        return load_key(path)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, AssertionError):
+        return None
 
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
@@ -139,6 +226,14 @@ class TestPKI:
         self.foreign = self._load_authority("foreign")
 
     # ---- creation -------------------------------------------------------------------
+    @staticmethod
+    def keys_to_create(pki_dir: Path) -> int:
+        """How many RSA keys opening ``pki_dir`` and serving from it will generate."""
+        count = 0 if (pki_dir / "root.pem").exists() else 4  # root, foreign, org, per
+        if not (pki_dir / "server" / "valid" / "key.pem").exists():
+            count += 1  # the mail and HTTPS server certificate
+        return count
+
     @classmethod
     def load_or_create(cls, pki_dir: Path, domain: str) -> TestPKI:
         pki_dir.mkdir(parents=True, exist_ok=True)
@@ -149,13 +244,13 @@ class TestPKI:
     @staticmethod
     def _create_authorities(pki_dir: Path) -> None:
         now = _utcnow()
-        root_key = _new_key()
+        root_key = new_key()
         root_name = _name("AC RACINE IGC-SANTE SIMULATION", "IGC-SANTE TEST")
         root = _ca_cert(root_name, root_key, root_name, root_key, now, years=20, path_len=1)
-        foreign_key = _new_key()
+        foreign_key = new_key()
         foreign_name = _name("FOREIGN ROOT CA SIMULATION", o="NOT IGC-SANTE")
         foreign = _ca_cert(foreign_name, foreign_key, foreign_name, foreign_key, now, 20, 1)
-        org_key = _new_key()
+        org_key = new_key()
         org = _ca_cert(
             _name("AC IGC-SANTE ELEMENTAIRE ORGANISATIONS SIMULATION", "IGC-SANTE TEST"),
             org_key,
@@ -165,7 +260,7 @@ class TestPKI:
             years=10,
             path_len=0,
         )
-        per_key = _new_key()
+        per_key = new_key()
         per = _ca_cert(
             _name("AC IGC-SANTE ELEMENTAIRE PERSONNES SIMULATION", "IGC-SANTE TEST"),
             per_key,
@@ -188,9 +283,7 @@ class TestPKI:
 
     def _load_authority(self, name: str) -> Authority:
         cert = x509.load_pem_x509_certificate((self.dir / f"{name}.pem").read_bytes())
-        key = serialization.load_pem_private_key((self.dir / f"{name}.key").read_bytes(), None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return Authority(name, cert, key)
+        return Authority(name, cert, load_key(self.dir / f"{name}.key"))
 
     # ---- bundles --------------------------------------------------------------------
     @property
@@ -230,7 +323,10 @@ class TestPKI:
                 f"imap.{self.domain}",
                 f"autoconfig.{self.domain}",
             ]
-            key = _new_key()
+            # A new CRL URL (a new HTTP port) re-issues the certificate for the key it
+            # already has: a renewal, which costs a signature instead of a key search.
+            kept = _kept_key(base / "key.pem")
+            key = kept if kept is not None else new_key()
             now = _utcnow()
             if kind == "expired":
                 not_before, not_after = now - dt.timedelta(days=400), now - dt.timedelta(days=30)
@@ -267,7 +363,7 @@ class TestPKI:
             if crl_url and kind != "foreign":
                 builder = builder.add_extension(_crl_dp(crl_url), critical=False)
             cert = builder.sign(issuer.key, hashes.SHA256())
-            self._write_credentials(base, cert, key, [issuer.cert])
+            self._write_credentials(base, cert, None if kept else key, [issuer.cert])
             if kind == "revoked":
                 self._add_revoked(cert.serial_number)
             meta_path.write_text(json.dumps(wanted))
@@ -292,7 +388,7 @@ class TestPKI:
                 return ClientCredentials(**creds.__dict__, p12_path=base / "client.p12")
             base.mkdir(parents=True, exist_ok=True)
             issuer = {"foreign": self.foreign, "personal": self.per}.get(kind, self.org)
-            key = _new_key()
+            key = new_key()
             now = _utcnow()
             if kind == "expired":
                 not_before, not_after = now - dt.timedelta(days=400), now - dt.timedelta(days=1)
@@ -402,7 +498,7 @@ class TestPKI:
             if (base / "cert.pem").exists():
                 return self._read_credentials(base)
             base.mkdir(parents=True, exist_ok=True)
-            key = _new_key()
+            key = new_key()
             now = _utcnow()
             cert = (
                 x509.CertificateBuilder()
@@ -436,11 +532,7 @@ class TestPKI:
             return self._read_credentials(base)
 
     def load_signing_key(self) -> rsa.RSAPrivateKey:
-        key = serialization.load_pem_private_key(
-            (self.dir / "signing" / "key.pem").read_bytes(), None
-        )
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key
+        return load_key(self.dir / "signing" / "key.pem")
 
     # ---- TLS contexts ---------------------------------------------------------------
     def server_ssl_context(
@@ -482,11 +574,12 @@ class TestPKI:
     def _write_credentials(
         base: Path,
         cert: x509.Certificate,
-        key: rsa.RSAPrivateKey,
+        key: rsa.RSAPrivateKey | None,  # None: key.pem is already there
         chain: Iterable[x509.Certificate],
     ) -> None:
-        (base / "key.pem").write_bytes(_pem_key(key))
-        (base / "key.pem").chmod(0o600)
+        if key is not None:
+            (base / "key.pem").write_bytes(_pem_key(key))
+            (base / "key.pem").chmod(0o600)
         (base / "cert.pem").write_bytes(_pem_cert(cert))
         (base / "chain.pem").write_bytes(_pem_cert(cert) + b"".join(_pem_cert(c) for c in chain))
 

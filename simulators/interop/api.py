@@ -24,7 +24,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from simulators.interop.engine import ValidationOptions, detect_kind
-from simulators.interop.pool import validate_off_loop
 from simulators.interop.safe_xml import UnsafeOrInvalidXml, parse_xml
 from simulators.interop.store import (
     OID_ROOT,
@@ -166,7 +165,10 @@ async def create_validation(
     )
     kind = kind_for_validator(service, validator, content, name)
     # in a worker process: saxonche keeps the GIL during a Saxon call (seconds for a
-    # first StrucMin compilation), so a thread would still stop the event loop
+    # first StrucMin compilation), so a thread would still stop the event loop. The pool
+    # module is imported by the first validation, not at start-up.
+    from simulators.interop.pool import validate_off_loop
+
     report = await validate_off_loop(content, name=name, kind=kind, options=options)
     # the save waits for the store's commit: in a thread
     oid = new_oid()

@@ -31,6 +31,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from simulators.core.pki import load_key, new_key
 from simulators.core.store.database import Database, Schema, register_schema
 from simulators.core.store.mail import Mailbox, MailboxType
 
@@ -153,11 +154,9 @@ class PscService:
     @staticmethod
     def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
         if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), None)
-            assert isinstance(key, rsa.RSAPrivateKey)
-            return key
+            return load_key(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = new_key()
         path.write_bytes(
             key.private_bytes(
                 serialization.Encoding.PEM,

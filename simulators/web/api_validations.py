@@ -21,7 +21,6 @@ from simulators.interop.api import (
     get_repository,
 )
 from simulators.interop.engine import KINDS, ValidationOptions
-from simulators.interop.pool import validate_off_loop
 from simulators.interop.report import ValidationReport
 from simulators.web.api_mss import ERRORS, safe_download_name
 from simulators.web.security import REPORT_CSP
@@ -59,6 +58,8 @@ async def run_validation(
 ) -> tuple[str, ValidationReport]:
     """Validate off the event loop and keep the report. Never raises on bad input."""
     # in a worker process (simulators.interop.pool): Saxon keeps the GIL, a thread would not do
+    from simulators.interop.pool import validate_off_loop
+
     report = await validate_off_loop(content, name=name or "upload", kind=kind, options=options)
     oid = f"{OID_ROOT}.{uuid.uuid4().int % 10**12}"
     validator = "auto" if kind == "auto" else kind

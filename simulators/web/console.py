@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -47,12 +46,18 @@ from simulators.web.security import (
     set_csrf_cookie,
 )
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 MAX_COMPOSE_ATTACHMENTS = 10
 
 
 def _env() -> Environment:
+    # jinja2 is imported by the first page, not at start-up; templates compile on use.
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"], default_for_string=True),
@@ -90,7 +95,20 @@ class Console:
         self.services = services
         self.endpoints = endpoints
         self.cnda = cnda
-        self.env = _env()
+        # Filters and globals the other page modules add (console_runs.py).
+        self.template_filters: dict[str, Callable[..., Any]] = {}
+        self.template_globals: dict[str, Any] = {}
+        self._jinja: Environment | None = None
+
+    @property
+    def env(self) -> Environment:
+        """The template environment, made by the first page (two at once: one is kept)."""
+        if self._jinja is None:
+            env = _env()
+            env.filters.update(self.template_filters)
+            env.globals.update(self.template_globals)
+            self._jinja = env
+        return self._jinja
 
     # ---- rendering --------------------------------------------------------------------------
     def render(

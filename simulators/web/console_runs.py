@@ -85,8 +85,8 @@ def _suites() -> list[dict[str, Any]]:
 def add_routes(router: APIRouter, console: Console) -> None:
     """Add the runs pages to the console's router (which enforces HTTPS)."""
     services = console.services
-    console.env.filters["ts"] = fmt_time
-    console.env.globals["evidence_href"] = evidence_href
+    console.template_filters["ts"] = fmt_time
+    console.template_globals["evidence_href"] = evidence_href
     repos: list[RunRepository] = []
 
     def repo(request: Request) -> RunRepository:

@@ -184,9 +184,7 @@ def test_declaring_a_case_outside_the_plan_is_refused_everywhere(
             headers={ROLE_HEADER: EDITOR},
         )
         assert response.status_code == 201, response.text
-        assert response.json()["details"]["cases"] == dict.fromkeys(
-            sorted(cases[:3]), "declared"
-        )
+        assert response.json()["details"]["cases"] == dict.fromkeys(sorted(cases[:3]), "declared")
     result = CliRunner().invoke(
         cli,
         ["cnda", "--data-dir", str(data_dir.root), "proof", "deposit", rid, str(capture),

@@ -198,8 +198,8 @@ def test_a_cancelled_run_has_a_signed_proof_and_outlives_its_mailbox(
     # the page as the server renders it says what console.js would (a float timeout
     # once came out as "300.0 s" until the script replaced it)
     run_page = http.get(f"/runs/{run_id}").text
-    assert re.search(r'id="current-where">MSS-08 step main \(up to \d+ s\)<', run_page), (
-        re.search(r'id="current-where">[^<]*<', run_page)
+    assert re.search(r'id="current-where">MSS-08 step main \(up to \d+ s\)<', run_page), re.search(
+        r'id="current-where">[^<]*<', run_page
     )
 
     # the mailbox under test cannot be deleted while the run uses it

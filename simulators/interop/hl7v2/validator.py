@@ -9,14 +9,28 @@
 hl7apy parses the message (tolerant, no grouping, since the PRT breaks it) and our
 own segment reader keeps PRT and positions. The CDA in OBX-5 is validated as a
 sub-report.
+
+Document actions (initial transmission, replacement, deletion) follow the volets'
+"Evènements déclenchants" and segment tables (ansforge/IG-hl7v2-volet-transmission-
+document-cda-r2 and ansforge/IG-hl7v2-volet-trans-lps-doc-cda-courriel-mss, volume 2):
+MDM^T02 / OBX-11 F / ORC-1 NW, MDM^T10 / OBX-11 C / ORC-1 RO, MDM^T04 / OBX-11 D /
+ORC-1 CA (ORU^R01 carries the action in OBX-11 only); TXA-12 and TXA-13 identify the
+document and the replaced one (TXA-13 required for a replacement), TXA-17 = AU. The
+structure (EVN, PID, PV1, TXA required; MSH-9.3 = MDM_T02 for T02/T04/T10) is HL7 v2.6
+chapter 9, as hl7apy's v2.6 definitions also give it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import Any
 
+from lxml import etree
+
+from simulators.interop.cda.header import NS as CDA_NS
+from simulators.interop.cda.header import find_clinical_document
 from simulators.interop.cda.valuesets import IDNAT_PS_OID, INS_OIDS
 from simulators.interop.engine import ValidationOptions
 from simulators.interop.hl7v2.er7 import Er7Error, Message, Segment, parse_er7
@@ -27,6 +41,7 @@ from simulators.interop.report import (
     ValidationReport,
     input_error_report,
 )
+from simulators.interop.safe_xml import UnsafeOrInvalidXml, parse_xml
 
 VALIDATOR_ID = "segur-sim Gazelle HL7v2.x validator (CI-SIS profiles)"
 
@@ -67,6 +82,35 @@ META_DMP_MSS = {
     "CORPSMAIL_PATIENT",
     "ACK_LECTURE_DMP",
 }
+# Volet versions whose specification the document-action and TXA rules below come from
+# (2.1 / LPS 1.1). The older 2.0 / 1.0 examples carry no ORC in MDM, ORC-1 = SC in ORU,
+# TXA-17 = LA and another TXA-12 layout: those rules are not applied to them.
+CURRENT_CDA_PROFILES = {"2.1^CISIS_CDA_HL7_V2", "1.1^CISIS_CDA_HL7_LPS"}
+# HL7 v2.6 chapter 9: T02, T04 and T10 share the MDM_T02 structure
+MESSAGE_STRUCTURES = {
+    "ORU^R01": "ORU_R01",
+    "MDM^T02": "MDM_T02",
+    "MDM^T04": "MDM_T02",
+    "MDM^T10": "MDM_T02",
+}
+# Volets, "Evènements déclenchants": the action each MDM trigger carries, as OBX-11
+MDM_OBX11 = {"MDM^T02": "F", "MDM^T10": "C", "MDM^T04": "D"}
+# OBX-11 (HL7 table 0085) -> the action, and the ORC-1 order control that goes with it
+DOCUMENT_ACTIONS = {"F": "initial transmission", "C": "replacement", "D": "deletion"}
+ORDER_CONTROL = {"F": "NW", "C": "RO", "D": "CA"}
+# HL7 table 0271 (document completion status)
+COMPLETION_STATUS = ("AU", "DI", "DO", "IN", "IP", "LA", "PA")
+
+
+@dataclass
+class CdaObx:
+    """An OBX carrying a document (ED, subtype XML), with the ids read from its CDA."""
+
+    segment: Segment
+    status: str  # OBX-11
+    doc_id: tuple[str, str | None] | None = None  # ClinicalDocument/id (root, extension)
+    parent_id: tuple[str, str | None] | None = None  # relatedDocument RPLC parent id
+    decoded: bool = False
 
 
 def _loc(seg: Segment | None, n: int | None = None) -> Location | None:
@@ -211,6 +255,17 @@ def _cda_transmission(
         f"MSH-9 SHALL be one of {', '.join(sorted(allowed))} (got {msh.field(9)!r})",
         location=_loc(msh, 9),
     )
+    if trigger in allowed:
+        comps = msg.components(msh.field(9))
+        structure = comps[2] if len(comps) > 2 else ""
+        expected_structure = MESSAGE_STRUCTURES[trigger]
+        sub.check(
+            "HL7-MSH-09-STRUCT",
+            structure == expected_structure,
+            f"MSH-9.3 (message structure) of {trigger} SHALL be {expected_structure} "
+            f"(got {structure!r})",
+            location=_loc(msh, 9),
+        )
     version = msh.field(12)
     expected_version = "2.5" if kind == "ORU" else "2.6"
     sub.check(
@@ -242,9 +297,205 @@ def _cda_transmission(
         if oid:
             sub.info("HL7-PROFILE", f"profile {oid} ({trigger}, {profile})")
     _check_ins(msg, msg.first("PID"), sub, required=True)
+    current = profile_field in CURRENT_CDA_PROFILES
+    if kind == "MDM" and trigger in allowed:
+        _mdm_segments(msg, msh, trigger, sub, current=current)
     if profile is not None:
         _prt(msg, sub, msh)
-    _obx(msg, sub, report, options, delete=trigger == "MDM^T04")
+    documents = _obx(msg, sub, report, options, delete=trigger == "MDM^T04")
+    if trigger in allowed:
+        _document_action(msg, trigger, documents, sub, current=current)
+
+
+def _mdm_segments(
+    msg: Message, msh: Segment, trigger: str, sub: SubReport, *, current: bool
+) -> None:
+    """MDM_T02 structure (HL7 v2.6: EVN, PID, PV1 and TXA required) and the TXA fields."""
+    evn = msg.first("EVN")
+    if sub.check(
+        "HL7-EVN-01",
+        evn is not None,
+        f"{trigger} SHALL carry an EVN segment",
+        location=_loc(evn) or _loc(msh),
+    ):
+        assert evn is not None
+        event = evn.field(1)
+        expected = trigger.split("^")[1]
+        sub.check(
+            "HL7-EVN-02",
+            event in ("", expected),
+            f"EVN-1 (event type code), when valued, SHALL be the trigger of MSH-9: "
+            f"expected {expected!r}, got {event!r}",
+            location=_loc(evn, 1),
+        )
+    pv1 = msg.first("PV1")
+    sub.check(
+        "HL7-PV1-01",
+        pv1 is not None,
+        f"{trigger} SHALL carry a PV1 segment",
+        location=_loc(pv1) or _loc(msh),
+    )
+    txa = msg.first("TXA")
+    if not sub.check(
+        "HL7-TXA-01",
+        txa is not None,
+        f"{trigger} SHALL carry a TXA segment",
+        location=_loc(txa) or _loc(msh),
+    ):
+        return
+    assert txa is not None
+    sub.check(
+        "HL7-TXA-12",
+        bool(msg.components(txa.field(12))[0]),
+        f"TXA-12 (unique document number) SHALL be valued (got {txa.field(12)!r})",
+        location=_loc(txa, 12),
+    )
+    if trigger == "MDM^T10":
+        sub.check(
+            "HL7-TXA-13",
+            bool(txa.field(13).strip("^")),
+            "a replacement (MDM^T10) SHALL give the replaced document in TXA-13 "
+            f"(parent document number) (got {txa.field(13)!r})",
+            location=_loc(txa, 13),
+        )
+    status = txa.field(17)
+    allowed = ("AU",) if current else COMPLETION_STATUS
+    sub.check(
+        "HL7-TXA-17",
+        status in allowed,
+        f"TXA-17 (document completion status) SHALL be {' or '.join(allowed)} "
+        f"({'the volet' if current else 'HL7 table 0271'}) (got {status!r})",
+        location=_loc(txa, 17),
+    )
+
+
+def _ei_matches(msg: Message, value: str, ident: tuple[str, str | None]) -> bool:
+    """TXA-12/TXA-13 against a CDA II, as the volets serialize it: the root alone when
+    the id has no extension, else extension^^root^ISO."""
+    comps = [*msg.components(value), "", "", ""]
+    root, extension = ident
+    if not extension:
+        return comps[0] == root
+    return comps[0] == extension and comps[2] == root and comps[3] in ("ISO", "")
+
+
+def _ei_text(ident: tuple[str, str | None]) -> str:
+    root, extension = ident
+    return f"{extension}^^{root}^ISO" if extension else root
+
+
+def _document_action(
+    msg: Message,
+    trigger: str,
+    documents: list[CdaObx],
+    sub: SubReport,
+    *,
+    current: bool,
+) -> None:
+    """OBX-11 of the document vs the trigger, ORC-1, replacement link, TXA-12/13 vs CDA."""
+    expected_status = MDM_OBX11.get(trigger)
+    for doc in documents:
+        status = doc.status
+        if expected_status is not None:
+            sub.check(
+                "HL7-OBX-11",
+                status == expected_status,
+                f"OBX-11 of the document SHALL be {expected_status} in {trigger} "
+                f"({DOCUMENT_ACTIONS[expected_status]}) (got {status!r})",
+                location=_loc(doc.segment, 11),
+            )
+        else:
+            sub.check(
+                "HL7-OBX-11",
+                status in DOCUMENT_ACTIONS,
+                "OBX-11 of the document SHALL be F (initial transmission), C (replacement) "
+                f"or D (deletion) (got {status!r})",
+                location=_loc(doc.segment, 11),
+            )
+        if current:
+            action = expected_status or status
+            orc = _order_of(msg, doc.segment)
+            if (
+                sub.check(
+                    "HL7-ORC-01",
+                    orc is not None,
+                    "an ORC segment (common order: the request on the document) SHALL precede "
+                    "the document OBX",
+                    location=_loc(doc.segment),
+                )
+                and action in ORDER_CONTROL
+            ):
+                assert orc is not None
+                sub.check(
+                    "HL7-ORC-02",
+                    orc.field(1) == ORDER_CONTROL[action],
+                    f"ORC-1 SHALL be {ORDER_CONTROL[action]} when the request is the "
+                    f"{DOCUMENT_ACTIONS[action]} (OBX-11 {action}"
+                    f"{', ' + trigger if expected_status else ''}) (got {orc.field(1)!r})",
+                    location=_loc(orc, 1),
+                )
+        if status == "C" and doc.decoded:
+            sub.check(
+                "HL7-CDA-RPLC-01",
+                doc.parent_id is not None,
+                "a replacement (OBX-11 C) SHALL carry a CDA that names the replaced document "
+                "in relatedDocument[@typeCode='RPLC']/parentDocument/id (got "
+                f"{_ei_text(doc.parent_id) if doc.parent_id else 'no RPLC parentDocument'!r})",
+                location=_loc(doc.segment, 5),
+            )
+    txa = msg.first("TXA")
+    carried = next((d for d in documents if d.doc_id is not None), None)
+    if not (current and txa is not None and carried is not None):
+        return
+    assert carried.doc_id is not None
+    if msg.components(txa.field(12))[0]:
+        sub.check(
+            "HL7-TXA-12-CDA",
+            _ei_matches(msg, txa.field(12), carried.doc_id),
+            "TXA-12 SHALL identify the CDA carried (ClinicalDocument/id): expected "
+            f"{_ei_text(carried.doc_id)!r}, got {txa.field(12)!r}",
+            location=_loc(txa, 12),
+        )
+    if txa.field(13).strip("^") and carried.parent_id is not None:
+        sub.check(
+            "HL7-TXA-13-CDA",
+            _ei_matches(msg, txa.field(13), carried.parent_id),
+            "TXA-13 SHALL identify the replaced document (relatedDocument/parentDocument/id "
+            f"of the CDA): expected {_ei_text(carried.parent_id)!r}, got {txa.field(13)!r}",
+            location=_loc(txa, 13),
+        )
+
+
+def _order_of(msg: Message, obx: Segment) -> Segment | None:
+    """The ORC of the order group an OBX belongs to (the last ORC before it)."""
+    found = None
+    for seg in msg.segments:
+        if seg.index >= obx.index:
+            break
+        if seg.name == "ORC":
+            found = seg
+    return found
+
+
+def _cda_ids(
+    cda: bytes,
+) -> tuple[tuple[str, str | None] | None, tuple[str, str | None] | None]:
+    """ClinicalDocument/id and the RPLC parentDocument/id, as (root, extension)."""
+    try:
+        doc = find_clinical_document(parse_xml(cda))
+    except UnsafeOrInvalidXml:
+        return None, None
+    if doc is None:
+        return None, None
+
+    def ident(path: str) -> tuple[str, str | None] | None:
+        found = doc.xpath(path, namespaces=CDA_NS)
+        el = found[0] if isinstance(found, list) and found else None
+        if not isinstance(el, etree._Element) or not el.get("root"):
+            return None
+        return el.get("root") or "", el.get("extension") or None
+
+    return ident("hl7:id"), ident("hl7:relatedDocument[@typeCode='RPLC']/hl7:parentDocument/hl7:id")
 
 
 def _prt(msg: Message, sub: SubReport, msh: Segment) -> None:
@@ -290,8 +541,9 @@ def _obx(
     options: ValidationOptions,
     *,
     delete: bool,
-) -> None:
+) -> list[CdaObx]:
     cda_found = False
+    documents: list[CdaObx] = []
     for obx in msg.all("OBX"):
         value_type = obx.field(2)
         ident = msg.components(obx.field(3))
@@ -319,6 +571,8 @@ def _obx(
         if len(data) < 5 or (data[2].upper() != "XML"):
             continue
         cda_found = True
+        document = CdaObx(segment=obx, status=obx.field(11))
+        documents.append(document)
         sub.check(
             "HL7-OBX-05",
             data[3] == "Base64",
@@ -351,6 +605,9 @@ def _obx(
         if is_cda:
             from simulators.interop.cda.validator import CdaValidator
 
+            document.decoded = True
+            document.doc_id, document.parent_id = _cda_ids(cda)
+
             inner = CdaValidator().validate(cda, name=f"{obx.label(5)}", options=options)
             holder = report.add(f"Embedded CDA ({obx.label(5)}, line {obx.line})")
             holder.subreports.extend(inner.subreports)
@@ -358,6 +615,7 @@ def _obx(
         sub.check(
             "HL7-OBX-01", cda_found, "an OBX of type ED SHALL carry the CDA (^TEXT^XML^Base64^...)"
         )
+    return documents
 
 
 def _ack(msg: Message, msh: Segment, sub: SubReport) -> None:

@@ -65,6 +65,15 @@ PRACTICE_SYSTEMS = {"1.2.250.1.213.1.1.4.9", "1.2.250.1.213.1.1.4.6"}
 
 _PATIENT_ID_RE = re.compile(r"^([^^]+)\^\^\^&([0-9.]+)&ISO(\^NH)?$")
 
+# uniqueId shape (IHE ITI TF-3 4.2.3.2.26 DocumentEntry.uniqueId, 4.2.3.3.12
+# SubmissionSet.uniqueId): for a CDA, "a serialization of the CDA Document Id extension
+# and root in the form oid^extension, where OID is a 64 digits max, and the Id is a 16
+# UTF-8 char max. If the OID is coded without the extension then the '^' character
+# shall not be included." The SubmissionSet.uniqueId is an OID of at most 64 characters.
+OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+UID_ROOT_MAX = 64
+UID_EXTENSION_MAX = 16
+
 
 # -- validation ----------------------------------------------------------------
 
@@ -120,6 +129,85 @@ def document_entries(root: etree._Element) -> list[DocumentEntry]:
             )
         )
     return out
+
+
+def unique_id_problem(value: str, *, extension_allowed: bool = True) -> str | None:
+    """Why a uniqueId is not an OID (or OID^extension), or None when its shape is right."""
+    parts = value.split("^")
+    if len(parts) > 2 or (len(parts) == 2 and not extension_allowed):
+        return "more than one '^'" if extension_allowed else "an OID has no '^extension'"
+    root = parts[0]
+    if not OID_RE.fullmatch(root):
+        return f"the root {root!r} is not an OID (digits and dots, no leading zero)"
+    if len(root) > UID_ROOT_MAX:
+        return f"the root has {len(root)} characters (at most {UID_ROOT_MAX})"
+    if len(parts) == 2 and not parts[1]:
+        return "'^' with an empty extension (without an extension the '^' is left out)"
+    return None
+
+
+def _check_unique_ids(
+    entries: list[DocumentEntry], packages: list[etree._Element], sub: SubReport
+) -> None:
+    """uniqueId shape, uniqueness within the submission, SubmissionSet vs documents."""
+    seen: dict[str, DocumentEntry] = {}
+    for entry in entries:
+        uid = entry.unique_id
+        if not uid:
+            continue  # FR-XDS-UID-01 already failed
+        where = _loc(entry.element)
+        problem = unique_id_problem(uid)
+        sub.check(
+            "FR-XDS-UID-02",
+            problem is None,
+            f"DocumentEntry.uniqueId SHALL be an OID (at most {UID_ROOT_MAX} characters) or "
+            f"OID^extension, IHE ITI TF-3 4.2.3.2.26 (got {uid!r}"
+            + (f": {problem})" if problem else ")"),
+            location=where,
+        )
+        extension = uid.split("^", 1)[1] if "^" in uid else ""
+        if problem is None and extension:
+            sub.check(
+                "FR-XDS-UID-03",
+                len(extension) <= UID_EXTENSION_MAX,
+                f"the extension of DocumentEntry.uniqueId SHOULD have at most "
+                f"{UID_EXTENSION_MAX} characters, IHE ITI TF-3 4.2.3.2.26 (got "
+                f"{len(extension)}: {extension!r})",
+                severity=Severity.WARNING,
+                location=where,
+            )
+        first = seen.setdefault(uid, entry)
+        sub.check(
+            "FR-XDS-UID-04",
+            first is entry,
+            f"DocumentEntry.uniqueId SHALL be unique within the submission (got {uid!r}"
+            + (
+                f", already the uniqueId of {first.entry_id} at line {first.element.sourceline})"
+                if first is not entry
+                else ")"
+            ),
+            location=where,
+        )
+    for ss in packages:
+        ss_uid = _ext_id(ss, SS_UNIQUE_ID)
+        if not ss_uid:
+            continue  # FR-XDS-SS-03 already failed
+        problem = unique_id_problem(ss_uid, extension_allowed=False)
+        sub.check(
+            "FR-XDS-SS-05",
+            problem is None,
+            f"SubmissionSet.uniqueId SHALL be an OID of at most {UID_ROOT_MAX} characters, "
+            f"IHE ITI TF-3 4.2.3.3.12 (got {ss_uid!r}" + (f": {problem})" if problem else ")"),
+            location=_loc(ss),
+        )
+        clash = seen.get(ss_uid)
+        sub.check(
+            "FR-XDS-UID-05",
+            clash is None,
+            "SubmissionSet.uniqueId SHALL differ from every DocumentEntry.uniqueId (got "
+            f"{ss_uid!r}" + (f", also the uniqueId of {clash.entry_id})" if clash else ")"),
+            location=_loc(ss),
+        )
 
 
 def check_patient_id(value: str | None, sub: SubReport, cid: str, where: etree._Element) -> None:
@@ -219,6 +307,7 @@ def validate_metadata(root: etree._Element, sub: SubReport, *, rules_dir: Path |
         ):
             _check_coded(eo, name, sub, sets.get(name))
         _check_author(eo, sub)
+    _check_unique_ids(entries, packages, sub)
 
 
 def _classifications(eo: etree._Element, name: str) -> list[etree._Element]:

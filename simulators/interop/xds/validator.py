@@ -7,7 +7,7 @@ import binascii
 
 from lxml import etree
 
-from simulators.interop.cda.header import find_clinical_document, header_from_element
+from simulators.interop.cda.header import CdaHeader, find_clinical_document, header_from_element
 from simulators.interop.cda.validator import CdaValidator
 from simulators.interop.engine import ValidationOptions
 from simulators.interop.report import (
@@ -33,8 +33,9 @@ XDM_ID = "segur-sim ASIP XDM ITI-32 FR Distribute Document Set on Media"
 
 def _cda_subreport(
     content: bytes, name: str, options: ValidationOptions, parent: SubReport
-) -> tuple[str | None, str | None]:
-    """Validate an embedded CDA into a nested sub-report; return its INS (value, OID)."""
+) -> CdaHeader | None:
+    """Validate an embedded CDA into a nested sub-report; return its header (None when
+    the document is no readable ClinicalDocument)."""
     inner = CdaValidator().validate(content, name=name, options=options)
     holder = SubReport(f"CDA {name}")
     holder.subreports.extend(inner.subreports)
@@ -42,11 +43,10 @@ def _cda_subreport(
     try:
         doc = find_clinical_document(parse_xml(content))
     except UnsafeOrInvalidXml:
-        return None, None
+        return None
     if doc is None:
-        return None, None
-    header = header_from_element(doc)
-    return header.ins_value, header.ins_oid
+        return None
+    return header_from_element(doc)
 
 
 def _check_documents(
@@ -86,7 +86,22 @@ def _check_documents(
         if entry.mime_type in ("text/xml", "application/xml", None) or (key or "").upper().endswith(
             ".XML"
         ):
-            ins, oid = _cda_subreport(content, key or "document", options, sub)
+            header = _cda_subreport(content, key or "document", options, sub)
+            if header is None:
+                continue
+            cda_uid = header.document_unique_id
+            if cda_uid and entry.unique_id:
+                # ITI TF-3 4.2.3.2.26: for a CDA, uniqueId = ClinicalDocument/id as
+                # root^extension, or the root alone when the id has no extension
+                sub.check(
+                    "FR-XDM-UID-01",
+                    entry.unique_id == cda_uid,
+                    f"uniqueId of {key} SHALL be the ClinicalDocument/id of the document "
+                    f"(root^extension, or the root alone): expected {cda_uid!r}, metadata "
+                    f"says {entry.unique_id!r}",
+                    location=where,
+                )
+            ins, oid = header.ins_value, header.ins_oid
             if ins and oid:
                 expected = f"{ins}^^^&{oid}&ISO^NH"
                 sub.check(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import shlex
@@ -25,6 +26,7 @@ from simulators.mss.conformance.catalogue import CatalogueError, default_catalog
 from simulators.mss.conformance.coverage import coverage_rows
 
 if TYPE_CHECKING:
+    from simulators.mss.conformance.runner import Runner
     from simulators.mss.conformance.runs import RunRecord
     from simulators.serve import Simulator
 
@@ -58,14 +60,18 @@ class RunService:
     """One run at a time per simulator (every connection is attributed to it)."""
 
     def __init__(self, sim: Simulator) -> None:
-        from simulators.mss.conformance.runner import Runner
-
         self.sim = sim
-        self.runner = Runner(sim)
         self.current: RunRecord | None = None
         self.task: asyncio.Task[None] | None = None
         self.events: list[dict[str, Any]] = []
         self.cancel_reason: str | None = None
+
+    @functools.cached_property
+    def runner(self) -> Runner:
+        """Made by the first use (a run, a runs page), not at ``serve`` start-up."""
+        from simulators.mss.conformance.runner import Runner
+
+        return Runner(self.sim)
 
     @property
     def busy(self) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from simulators import DISCLAIMER
+from simulators.core import eventloop
 from simulators.mss.cli import data_dir_option
 from simulators.mss.conformance.catalogue import CatalogueError, load_catalogue
 from simulators.mss.conformance.coverage import coverage_rows
@@ -129,7 +130,8 @@ def mss_run(
         "access_token_lifetime": token_lifetime,
     }
     try:
-        code = asyncio.run(_run(data_dir, overrides, request, json_out, junit, proof_dir, quiet))
+        with asyncio.Runner(loop_factory=eventloop.loop_factory()) as runner:
+            code = runner.run(_run(data_dir, overrides, request, json_out, junit, proof_dir, quiet))
     except (RunError, CatalogueError) as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(code)

@@ -50,6 +50,7 @@ from simulators.mss.imap.responses import (
     capabilities,
     format_flags,
 )
+from simulators.mss.tlsaccept import handshake_failure_reason
 from simulators.mss.tlsinfo import peer_cert_der, record_tls
 
 if TYPE_CHECKING:
@@ -381,15 +382,17 @@ class ImapConnection:
 
     # ---- TLS --------------------------------------------------------------------------
     async def _start_tls(self, *, starttls: bool) -> bool:
-        try:
-            assert self.server.ssl_context is not None
-            await self.writer.start_tls(self.server.ssl_context)
-        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            self.record.set(tls_error=str(reason))
-            self.record.note(f"TLS handshake failed: {reason}")
-            self._set_reason("tls-handshake-failed")
-            return False
+        """STARTTLS; on the implicit-TLS port the listener already did the handshake."""
+        if starttls:
+            try:
+                assert self.server.ssl_context is not None
+                await self.writer.start_tls(self.server.ssl_context)
+            except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
+                reason = handshake_failure_reason(exc)
+                self.record.set(tls_error=reason)
+                self.record.note(f"TLS handshake failed: {reason}")
+                self._set_reason("tls-handshake-failed")
+                return False
         self.tls = True
         ssl_object = self.writer.get_extra_info("ssl_object")
         record_tls(self.record, ssl_object, starttls=starttls)

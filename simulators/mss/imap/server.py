@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from simulators.core.store.mail import FolderStatus
 from simulators.mss.imap.connection import LINE_LIMIT, ImapConnection
 from simulators.mss.imap.session import ImapSession
+from simulators.mss.tlsaccept import ImplicitTlsServer, record_refused_handshake
 
 if TYPE_CHECKING:
     from simulators.mss.services import MssServices
@@ -105,6 +106,7 @@ class ImapServer:
         self.ssl_context: ssl.SSLContext | None = None
         self.endpoint_name = "imap"
         self.server: asyncio.Server | None = None
+        self.implicit: ImplicitTlsServer | None = None
         self.port: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._mine: set[ImapConnection] = set()
@@ -121,12 +123,35 @@ class ImapServer:
         self.implicit_tls = implicit_tls
         self.ssl_context = ssl_context
         self.endpoint_name = endpoint_name
-        self.server = await asyncio.start_server(
-            self._handle, host, port, limit=LINE_LIMIT * 2, reuse_address=True
-        )
+        if implicit_tls:
+            self.implicit = ImplicitTlsServer(
+                self._stream_protocol,
+                self._current_context,
+                on_handshake_failed=self._handshake_failed,
+                handshake_timeout=min(float(self.services.settings.imap_idle_timeout), 300.0),
+            )
+            self.port = await self.implicit.start(host, port)
+        else:
+            self.server = await asyncio.start_server(
+                self._handle, host, port, limit=LINE_LIMIT * 2, reuse_address=True
+            )
+            self.port = int(self.server.sockets[0].getsockname()[1])
         self.registry.attach(self.services)
-        self.port = int(self.server.sockets[0].getsockname()[1])
         return self.port
+
+    def _current_context(self) -> ssl.SSLContext:
+        assert self.ssl_context is not None
+        return self.ssl_context
+
+    def _stream_protocol(self) -> asyncio.StreamReaderProtocol:
+        # What asyncio.start_server builds for each connection.
+        return asyncio.StreamReaderProtocol(
+            asyncio.StreamReader(limit=LINE_LIMIT * 2), self._handle
+        )
+
+    def _handshake_failed(self, peer: tuple[object, ...] | None, exc: BaseException) -> None:
+        record = self.services.recorder.open_session("imap", self.endpoint_name, peer)
+        record_refused_handshake(record, exc)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -152,19 +177,24 @@ class ImapServer:
                 self._tasks.discard(task)
 
     async def stop(self) -> None:
-        if self.server is None:
+        if self.server is None and self.implicit is None:
             return
-        self.server.close()
+        if self.implicit is not None:
+            await self.implicit.close()
+        if self.server is not None:
+            self.server.close()
         for session in list(self._mine):
             await session.drop("server-shutdown")
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         for task in list(self._tasks):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.wait_closed(), 5)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
         self.registry.detach()
         self.server = None
+        self.implicit = None
 
     # ---- fault hooks (MOTCO2: the operator closes the session) --------------------------
     def active_sessions(self) -> list[ImapConnection]:

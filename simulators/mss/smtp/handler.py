@@ -98,7 +98,7 @@ class DeliveryHandler(SessionHooks):
             return f"550 5.1.3 <{address}>: not a mailbox address"
         domain = address.rsplit("@", 1)[1]
         store = self.services.store
-        if store.is_local_domain(domain) and store.get_mailbox(address) is None:
+        if store.is_local_domain(domain) and not store.mailbox_exists(address):
             return f"550 5.1.1 <{address}>: no such test mailbox in {domain}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

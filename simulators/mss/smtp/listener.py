@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from simulators.mss.smtp.handler import DeliveryHandler
 from simulators.mss.smtp.server import MssSMTP, SmtpPolicy
+from simulators.mss.tlsaccept import ImplicitTlsServer, record_refused_handshake
 
 if TYPE_CHECKING:
     from simulators.mss.services import MssServices
@@ -29,7 +30,7 @@ class SmtpListener:
         self.hostname = f"smtp.{services.domain}"
         self.handler = DeliveryHandler(services, self.hostname)
         self.sessions: set[MssSMTP] = set()
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.Server | ImplicitTlsServer | None = None
         auth = services.auth
         self.policy = SmtpPolicy(
             open_record=lambda peer: services.recorder.open_session("smtp", endpoint, peer),
@@ -54,16 +55,36 @@ class SmtpListener:
         )
 
     async def start(self, host: str, port: int) -> int:
+        if self.implicit_tls:
+            implicit = ImplicitTlsServer(
+                self._protocol,
+                lambda: self.ssl_context,
+                on_handshake_failed=self._handshake_failed,
+                handshake_timeout=float(self.services.settings.smtp_timeout),
+            )
+            self.server = implicit
+            return await implicit.start(host, port)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._protocol, host, port, reuse_address=True)
-        return int(self.server.sockets[0].getsockname()[1])
+        server = await loop.create_server(self._protocol, host, port, reuse_address=True)
+        self.server = server
+        return int(server.sockets[0].getsockname()[1])
+
+    def _handshake_failed(self, peer: tuple[object, ...] | None, exc: BaseException) -> None:
+        record = self.services.recorder.open_session("smtp", self.endpoint, peer)
+        record_refused_handshake(record, exc)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for session in list(self.sessions):
-                session.drop("server-shutdown")
-            await self.server.wait_closed()
+        server = self.server
+        if server is None:
+            return
+        if isinstance(server, ImplicitTlsServer):
+            await server.close()
+        else:
+            server.close()
+        for session in list(self.sessions):
+            session.drop("server-shutdown")
+        if isinstance(server, asyncio.Server):
+            await server.wait_closed()
 
     def drop_sessions(self, mailbox_address: str | None = None, reason: str = "server-drop") -> int:
         """Close live sessions (of one mailbox, or all) from the server side."""

@@ -2,10 +2,11 @@
 
 What this subclass changes in aiosmtpd, and why:
 
-- Implicit TLS (port 465) is done the way STARTTLS is: the handshake runs inside the
-  protocol, so a client that refuses our certificate (the expired/revoked/foreign
-  certificate tests) leaves a recorded handshake failure, and AUTH is advertised
-  after it (aiosmtpd issues 274 and 281).
+- TLS is the event loop's own transport, not aiosmtpd's hand-built ``sslproto`` layer:
+  STARTTLS goes through ``loop.start_tls``, and implicit TLS (port 465) arrives
+  already encrypted from :mod:`simulators.mss.tlsaccept`, which records failed
+  handshakes. Either way ``session.ssl`` is filled and AUTH is advertised after TLS
+  (aiosmtpd issues 274 and 281). This is also what lets uvloop's C TLS run.
 - Every client line is recorded by wrapping the stream reader, so a command refused
   before STARTTLS is still seen; credentials are redacted.
 - DATA is read in one scan for ``CRLF.CRLF`` instead of line by line, and plain
@@ -21,15 +22,12 @@ import asyncio
 import base64
 import binascii
 import collections
-import contextlib
 import email.errors
 import logging
 import re
-import socket
 import ssl
-from asyncio import sslproto
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 
@@ -38,6 +36,7 @@ from simulators.core.recorder import SessionRecord
 from simulators.core.store.mail import Mailbox
 from simulators.mss.auth import AuthResult as MssAuthResult
 from simulators.mss.auth import TlsInfo
+from simulators.mss.tlsaccept import handshake_failure_reason, set_nodelay
 from simulators.mss.tlsinfo import peer_cert_der, record_tls
 
 log = logging.getLogger("segur_sim.smtp")
@@ -55,6 +54,18 @@ _SIMPLE_ADDR = re.compile(r"\s*<([^<>@\s\"\\]+@[^<>@\s\"\\]+)>\s*(.*)\Z|\s*<>\s*
 _END_OF_DATA = b"\r\n.\r\n"
 _CHUNK = 1 << 16
 AUTH_LINE_LIMIT = 12288
+# What aiosmtpd keeps in session.ssl (it used to be its SSLProtocol's ``_extra``).
+_SSL_EXTRA = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")
+
+
+class _LoopTls:
+    """Stands in aiosmtpd's ``_tls_protocol`` slot, which it only tests for truth."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+_LOOP_TLS: Any = _LoopTls()
 
 
 class SmtpPolicy:
@@ -117,27 +128,28 @@ class MssSMTP(SMTP):
         )
         self.policy = policy
         self.implicit_tls = implicit_tls
-        self._implicit_context = ssl_context
         self.record: SessionRecord | None = None
         self.mailbox: Mailbox | None = None
         self.token_session: str | None = None
         self.dropped_by_server = False
         self._closing_reason: str | None = None
         self._raw_readuntil: Callable[..., Any] | None = None
+        self._lost = False
 
     # ---- connection lifecycle ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None
-        if first:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.record = self.policy.open_record(transport.get_extra_info("peername"))
-            self.policy.on_session_start(self)
+        set_nodelay(transport.get_extra_info("socket"))
+        self.record = self.policy.open_record(transport.get_extra_info("peername"))
+        self.policy.on_session_start(self)
         super().connection_made(transport)
+        if self.implicit_tls:  # the handshake is done: the transport is already TLS
+            self._tls_protocol = _LOOP_TLS
+            self._adopt_tls(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
         if self.record is not None:
             reason = self._closing_reason or ("client-dropped" if error else "client-closed")
             self.record.close(reason)
@@ -170,42 +182,11 @@ class MssSMTP(SMTP):
         obj = self.session.ssl.get("ssl_object")
         return obj if isinstance(obj, ssl.SSLObject) else None
 
-    async def _handle_client(self) -> None:
-        if self.implicit_tls:
-            try:
-                await self._start_tls(self._implicit_context)
-            except TLSSetupException as exc:
-                self._tls_failed(exc)
-                return
-        await super()._handle_client()
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        """The STARTTLS upgrade of aiosmtpd, reused for implicit TLS."""
-        waiter = self.loop.create_future()
-        self._tls_protocol = sslproto.SSLProtocol(
-            self.loop, self, context, waiter, server_side=True
-        )
-        self._original_transport = self.transport
-        assert self._original_transport is not None
-        self._original_transport.set_protocol(self._tls_protocol)
-        self.transport = self._tls_protocol._app_transport
-        self._tls_protocol.connection_made(self._original_transport)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            raise TLSSetupException() from error
-
-    def _tls_failed(self, exc: BaseException) -> None:
-        cause = exc.__cause__ or exc
-        reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
-        if self.record is not None:
-            self.record.set(tls_error=str(reason))
-            self.record.note(f"TLS handshake failed: {reason}")
-        self._closing_reason = "tls-handshake-failed"
-        if self.transport is not None:
-            self.transport.close()
+    def _adopt_tls(self, transport: asyncio.BaseTransport) -> None:
+        assert self.session is not None
+        self.session.ssl = {key: transport.get_extra_info(key) for key in _SSL_EXTRA}
+        hook = self._handle_hooks.get("STARTTLS")
+        self._tls_handshake_okay = True if hook is None else hook(self, self.session, self.envelope)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         if arg:
@@ -215,11 +196,45 @@ class MssSMTP(SMTP):
             await self.push("454 4.7.0 TLS not available")
             return
         await self.push("220 2.0.0 Ready to start TLS")
+        plain = cast(asyncio.WriteTransport, self.transport)  # uvloop's are not subclasses
+        # RFC 3207 4.2: clear text sent after STARTTLS is discarded. Now, not after the
+        # handshake: by then the reader may already hold the client's first TLS command.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
         try:
-            await self._start_tls(self.tls_context)
-        except TLSSetupException as exc:
-            self._tls_failed(exc)
+            secure = await self.loop.start_tls(
+                plain,
+                self,
+                self.tls_context,
+                server_side=True,
+                ssl_handshake_timeout=self._timeout_duration,
+            )
+        except asyncio.CancelledError:
             raise
+        except Exception as exc:
+            self._tls_failed(exc)
+            raise TLSSetupException() from exc
+        if secure is None:
+            raise ConnectionResetError("connection closed during the TLS handshake")
+        # RFC 3207 4.2: forget everything said before TLS, as aiosmtpd does.
+        self._original_transport = plain
+        self._tls_protocol = _LOOP_TLS
+        self._set_rset_state()
+        self.session = self._create_session()
+        self.session.peer = secure.get_extra_info("peername")
+        self._reset_timeout()
+        self.transport = secure
+        self._transport = secure  # StreamReaderProtocol's own reference
+        self._over_ssl = True
+        self._reader._transport = secure  # type: ignore[attr-defined]
+        self._writer._transport = secure  # type: ignore[attr-defined]
+        self._adopt_tls(secure)
+
+    def _tls_failed(self, exc: BaseException) -> None:
+        reason = handshake_failure_reason(exc)
+        if self.record is not None:
+            self.record.set(tls_error=reason)
+            self.record.note(f"TLS handshake failed: {reason}")
+        self._closing_reason = "tls-handshake-failed"
 
     def tls_established(self) -> None:
         """Called (from the handler's STARTTLS hook) once a handshake completed."""
