@@ -68,10 +68,16 @@ def wait_for_field(
     sim: SimulatorController, endpoint: str, name: str, timeout: float = 5
 ) -> object:
     """The server records asynchronously: poll until the field appears."""
+    # A failed implicit-TLS handshake is recorded once the server has seen it fail,
+    # which can be after the client has given up: wait for the session too.
+    assert sim.services is not None
     deadline = time.monotonic() + timeout
     while True:
-        fields = last_session_fields(sim, endpoint)
+        sim.services.recorder.flush()
+        sessions = sim.services.recorder.sessions(endpoint=endpoint)
+        fields = sessions[-1].fields if sessions else {}
         if name in fields or time.monotonic() > deadline:
+            assert sessions, f"no session recorded on {endpoint}"
             return fields.get(name)
         time.sleep(0.02)
 
@@ -489,3 +495,59 @@ def test_sent_over_smtp_read_back_over_imap_and_isolated_from_others(
     with pytest.raises(imaplib.IMAP4.error):
         intruder.authenticate("XOAUTH2", lambda _: forged)
     intruder.logout()
+
+
+def test_repeated_unknown_commands_end_the_session_with_421(sim: SimulatorController) -> None:
+    # aiosmtpd closes a session after 5 unknown commands; RFC 5321 says 421 for that.
+    assert sim.services is not None
+    ctx = sim.services.pki.client_ssl_context(None)
+    raw = socket.create_connection(("127.0.0.1", sim.port("smtps")), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock, sock.makefile("rb") as wire:
+        assert wire.readline().startswith(b"220")
+        answers = []
+        for _ in range(5):
+            sock.sendall(b"BDAT 10\r\n")
+            answers.append(wire.readline())
+        assert [a[:3] for a in answers] == [b"500"] * 4 + [b"421"]
+        assert b"Too many unrecognized commands (5), closing the session" in answers[-1]
+        assert wire.readline() == b""  # closed by the server
+    assert wait_for_field(sim, "smtps", "close_reason") == "too-many-unrecognized-commands"
+
+
+@pytest.mark.parametrize(
+    ("data", "stored"),
+    [
+        (b"Subject: one line\r\n.\r\n", b"Subject: one line\r\n"),
+        (b"\r\n.\r\n", b"\r\n"),  # one empty line
+        (b".\r\n", b""),  # nothing at all
+        (b"..dot\r\n.\r\n", b".dot\r\n"),  # a stuffed dot on the only line
+    ],
+)
+def test_short_messages_end_at_their_terminator(
+    sim: SimulatorController, per: PerBox, data: bytes, stored: bytes
+) -> None:
+    # The end-of-data scan once missed a terminator whose CRLF ended the message's
+    # only line: the session hung until its idle timeout (found by the long fuzz run).
+    assert sim.services is not None
+    ctx = sim.services.pki.client_ssl_context(None)
+    raw = socket.create_connection(("127.0.0.1", sim.port("smtps")), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock, sock.makefile("rb") as wire:
+
+        def cmd(line: bytes) -> bytes:
+            sock.sendall(line)
+            while True:
+                answer = wire.readline()
+                if answer[3:4] != b"-":
+                    return answer
+
+        assert wire.readline().startswith(b"220")
+        assert cmd(b"EHLO lps.example\r\n").startswith(b"250")
+        assert cmd(b"AUTH XOAUTH2 " + per.xoauth2().encode() + b"\r\n").startswith(b"235")
+        assert cmd(f"MAIL FROM:<{per.address}>\r\n".encode()).startswith(b"250")
+        assert cmd(f"RCPT TO:<{per.address}>\r\n".encode()).startswith(b"250")
+        assert cmd(b"DATA\r\n").startswith(b"354")
+        assert cmd(data).startswith(b"250")
+        assert cmd(b"QUIT\r\n").startswith(b"221")
+    received = inbox_raw(sim, per.address)
+    assert len(received) == 1
+    assert received[0].split(b";\r\n\t", 1)[1].split(b"\r\n", 1)[1] == stored

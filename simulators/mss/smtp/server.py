@@ -29,7 +29,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import BOGUS_LIMIT, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from simulators import __version__
 from simulators.core.recorder import SessionRecord
@@ -54,6 +54,8 @@ _SIMPLE_ADDR = re.compile(r"\s*<([^<>@\s\"\\]+@[^<>@\s\"\\]+)>\s*(.*)\Z|\s*<>\s*
 _END_OF_DATA = b"\r\n.\r\n"
 _CHUNK = 1 << 16
 AUTH_LINE_LIMIT = 12288
+_AIOSMTPD_BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands, goodbye."
+_BOGUS_GOODBYE = f"421 4.7.0 Too many unrecognized commands ({BOGUS_LIMIT}), closing the session"
 # What aiosmtpd keeps in session.ssl (it used to be its SSLProtocol's ``_extra``).
 _SSL_EXTRA = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")
 
@@ -264,6 +266,15 @@ class MssSMTP(SMTP):
             # aiosmtpd echoes arguments (e.g. "502 Could not VRFY <arg>") decoded with
             # lone surrogates for non-UTF-8 octets, which it then cannot encode.
             status = status.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if status == _AIOSMTPD_BOGUS_GOODBYE:
+            # aiosmtpd closes the session after BOGUS_LIMIT unknown commands but says so
+            # with a 502; RFC 5321 (3.8, 4.2.3) has 421 for "closing the channel".
+            status = _BOGUS_GOODBYE
+            self._closing_reason = "too-many-unrecognized-commands"
+            if self.record is not None:
+                self.record.note(
+                    f"{BOGUS_LIMIT} unrecognised commands in this session: the server closes it"
+                )
         if self.record is not None:
             self.record.server(status)
         await super().push(status)  # type: ignore[type-var]
@@ -396,11 +407,14 @@ class MssSMTP(SMTP):
                 first: bytes = await self._raw_readuntil(b"\r\n")
                 if first == b".\r\n":
                     return b"", False
+                # The terminator's CRLF may be the one that ended ``first`` (a one-line
+                # message): give it back so that the scan sees CRLF.CRLF in that case too.
+                reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
                 rest: bytes = await self._raw_readuntil(_END_OF_DATA)
             except asyncio.LimitOverrunError:
                 await self._discard_until_end()
                 return b"", True
-            data = first + rest[:-3]  # keep the final CRLF, drop ".\r\n"
+            data = first + rest[2:-3]  # keep the final CRLF, drop ".\r\n"
         finally:
             reader._limit = saved  # type: ignore[attr-defined]
         if data.startswith(b"."):
