@@ -19,6 +19,8 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from simulators.mss.tlsinfo import record_tls_failure
+
 if TYPE_CHECKING:
     from simulators.core.recorder import SessionRecord
 
@@ -34,18 +36,10 @@ def set_nodelay(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def handshake_failure_reason(exc: BaseException) -> str:
-    """What the recorder keeps: OpenSSL's reason code when there is one."""
-    cause = exc.__cause__ or exc
-    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
-    return str(reason)
-
-
 def record_refused_handshake(record: SessionRecord, exc: BaseException) -> None:
     """Close ``record`` as a session whose TLS handshake failed, saying why."""
-    reason = handshake_failure_reason(exc)
-    record.set(tls_error=reason, close_reason="tls-handshake-failed")
-    record.note(f"TLS handshake failed: {reason}")
+    record_tls_failure(record, exc)
+    record.set(close_reason="tls-handshake-failed")
     record.close("tls-handshake-failed")
 
 

@@ -54,3 +54,17 @@ def record_tls(
             else ", no client certificate"
         )
     )
+
+
+def handshake_failure_reason(exc: BaseException) -> str:
+    """What the recorder keeps: OpenSSL's reason code when there is one."""
+    cause = exc.__cause__ or exc
+    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+    return str(reason)
+
+
+def record_tls_failure(record: SessionRecord, exc: BaseException) -> None:
+    """A failed handshake, for the certificate and TLS-version tests to judge from."""
+    reason = handshake_failure_reason(exc)
+    record.set(tls_error=reason)
+    record.note(f"TLS handshake failed: {reason}")

@@ -4,6 +4,8 @@ A uniquely named module (tests/ has no __init__.py: test dirs are on sys.path)."
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,17 @@ def mutate(content: bytes, old: bytes, new: bytes, count: int = 1) -> bytes:
     """Replace text, failing loudly when the mutation would silently not apply."""
     assert old in content, f"mutation target {old!r} not found"
     return content.replace(old, new, count)
+
+
+def zip_entries(archive: bytes) -> dict[str, bytes]:
+    """Every entry of a ZIP archive, by name (to mutate an XDM and rebuild it)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()

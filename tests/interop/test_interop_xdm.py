@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 
 import pytest
-from interop_helpers import FIXTURES, mutate
+from interop_helpers import FIXTURES, make_zip, mutate, zip_entries
 
 from simulators.interop.engine import validate_bytes
 from simulators.interop.safe_zip import UnsafeZip, ZipLimits, read_zip
@@ -16,26 +14,13 @@ from simulators.interop.xds.xdm import METADATA, SUBSET, build_xdm
 CDAS = sorted((FIXTURES / "cda").glob("*.xml"))
 
 
-def _entries(archive: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(archive)) as z:
-        return {n: z.read(n) for n in z.namelist()}
-
-
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def archive() -> bytes:
     return build_xdm([p.read_bytes() for p in CDAS])
 
 
 def test_built_archive_has_the_mssante_layout_and_passes(archive: bytes) -> None:
-    names = set(_entries(archive))
+    names = set(zip_entries(archive))
     assert {"INDEX.HTM", "README.TXT", METADATA, SUBSET + "DOC0001.XML"} <= names
     report = validate_bytes(archive, name="IHE_XDM.ZIP")
     assert report.kind == "xdm" and report.passed, report.to_text()
@@ -44,12 +29,12 @@ def test_built_archive_has_the_mssante_layout_and_passes(archive: bytes) -> None
 
 
 def test_build_is_deterministic_in_layout_and_uses_the_cda_ins(archive: bytes) -> None:
-    meta = _entries(archive)[METADATA].decode()
+    meta = zip_entries(archive)[METADATA].decode()
     assert "285057505612338^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH" in meta
 
 
 def test_broken_hash_is_caught(archive: bytes) -> None:
-    entries = _entries(archive)
+    entries = zip_entries(archive)
     entries[METADATA] = re.sub(
         rb'(<rim:Slot name="hash">\s*<rim:ValueList>\s*<rim:Value>)'
         rb"[0-9a-f]{40}",
@@ -57,15 +42,15 @@ def test_broken_hash_is_caught(archive: bytes) -> None:
         entries[METADATA],
         count=1,
     )
-    report = validate_bytes(_zip(entries), name="IHE_XDM.ZIP")
+    report = validate_bytes(make_zip(entries), name="IHE_XDM.ZIP")
     assert report.failed_ids() == {"FR-XDM-HASH-01"}
 
 
 def test_wrong_size_and_missing_document_are_caught(archive: bytes) -> None:
-    entries = _entries(archive)
+    entries = zip_entries(archive)
     del entries[SUBSET + "DOC0002.XML"]
     entries[SUBSET + "DOC0001.XML"] += b"\n"
-    report = validate_bytes(_zip(entries), name="IHE_XDM.ZIP")
+    report = validate_bytes(make_zip(entries), name="IHE_XDM.ZIP")
     assert {"FR-XDM-DOC-01", "FR-XDM-SIZE-01", "FR-XDM-HASH-01"} <= report.failed_ids()
 
 
@@ -78,7 +63,7 @@ def test_patient_id_must_match_the_cda_ins() -> None:
 
 
 def test_missing_layout_files_and_bad_metadata_codes(archive: bytes) -> None:
-    entries = _entries(archive)
+    entries = zip_entries(archive)
     del entries["README.TXT"]
     entries[METADATA] = mutate(
         entries[METADATA], b'nodeRepresentation="N"', b'nodeRepresentation="Z"'
@@ -86,7 +71,7 @@ def test_missing_layout_files_and_bad_metadata_codes(archive: bytes) -> None:
     entries[METADATA] = mutate(
         entries[METADATA], b"&amp;1.2.250.1.71.4.2.1&amp;", b"&amp;1.2.3&amp;"
     )
-    report = validate_bytes(_zip(entries), name="IHE_XDM.ZIP")
+    report = validate_bytes(make_zip(entries), name="IHE_XDM.ZIP")
     assert {
         "FR-XDM-LAYOUT-01",
         "FR-XDS-CONFIDENTIALITYCODE-02",
@@ -103,7 +88,7 @@ def test_the_embedded_cda_is_validated_as_a_sub_report() -> None:
 
 
 def test_metadata_alone_is_validated_as_xds(archive: bytes) -> None:
-    meta = _entries(archive)[METADATA]
+    meta = zip_entries(archive)[METADATA]
     assert validate_bytes(meta, name="METADATA.XML").passed
     bad = re.sub(
         rb'value="285057505612338\^\^\^&amp;1.2.250.1.213.1.4.10', b'value="X^^^&amp;1.2.3', meta
@@ -117,24 +102,24 @@ def test_metadata_alone_is_validated_as_xds(archive: bytes) -> None:
 
 def test_path_traversal_is_refused() -> None:
     with pytest.raises(UnsafeZip, match="traversal"):
-        read_zip(_zip({"../evil.txt": b"x"}))
+        read_zip(make_zip({"../evil.txt": b"x"}))
     with pytest.raises(UnsafeZip, match="absolute"):
-        read_zip(_zip({"/etc/passwd": b"x"}))
-    report = validate_bytes(_zip({"IHE_XDM/../../x": b"x"}), name="IHE_XDM.ZIP", kind="xdm")
+        read_zip(make_zip({"/etc/passwd": b"x"}))
+    report = validate_bytes(make_zip({"IHE_XDM/../../x": b"x"}), name="IHE_XDM.ZIP", kind="xdm")
     assert report.failed_ids() == {"INPUT-ZIP-01"}
 
 
 def test_zip_bomb_ratio_and_total_size_limits() -> None:
-    bomb = _zip({"big.txt": b"\0" * (20 * 1024 * 1024)})
+    bomb = make_zip({"big.txt": b"\0" * (20 * 1024 * 1024)})
     assert len(bomb) < 100_000
     with pytest.raises(UnsafeZip, match="ratio"):
         read_zip(bomb)
     with pytest.raises(UnsafeZip, match="more than 1000"):
-        read_zip(_zip({"a": b"a" * 5000}), ZipLimits(max_total_bytes=1000))
+        read_zip(make_zip({"a": b"a" * 5000}), ZipLimits(max_total_bytes=1000))
 
 
 def test_entry_count_limit() -> None:
-    many = _zip({f"f{i}": b"" for i in range(50)})
+    many = make_zip({f"f{i}": b"" for i in range(50)})
     with pytest.raises(UnsafeZip, match="entries"):
         read_zip(many, ZipLimits(max_entries=10))
 
@@ -162,7 +147,7 @@ def test_not_a_zip_and_truncated_zip_give_a_failed_report(archive: bytes) -> Non
 def test_builtin_j06_and_j10_lists(
     archive: bytes, old: bytes, new: bytes, constraint_id: str, source: str
 ) -> None:
-    meta = _entries(archive)[METADATA]
+    meta = zip_entries(archive)[METADATA]
     report = validate_bytes(mutate(meta, old, new), name="METADATA.XML")
     failed = [c for c in report.walk() if not c.passed]
     assert [c.constraint_id for c in failed] == [f"FR-XDS-{constraint_id}-02"]

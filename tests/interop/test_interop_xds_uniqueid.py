@@ -12,12 +12,10 @@ Rules (simulators/interop/xds/ebrim.py and validator.py), from IHE ITI TF-3:
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
-from interop_helpers import FIXTURES, corpus_cda_files, mutate
+from interop_helpers import FIXTURES, corpus_cda_files, make_zip, mutate, zip_entries
 from lxml import etree
 
 from simulators.interop.engine import validate_bytes
@@ -27,19 +25,6 @@ from simulators.interop.xds.xdm import METADATA, build_xdm
 
 CDAS = sorted((FIXTURES / "cda").glob("*.xml"))
 UID_RULES = {"FR-XDS-UID-02", "FR-XDS-UID-04", "FR-XDS-UID-05", "FR-XDS-SS-05"}
-
-
-def _entries(archive: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(archive)) as z:
-        return {n: z.read(n) for n in z.namelist()}
-
-
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def _ids(meta: bytes, scheme: str) -> list[str]:
@@ -70,20 +55,20 @@ def archive() -> bytes:
 
 @pytest.fixture(scope="module")
 def meta(archive: bytes) -> bytes:
-    return _entries(archive)[METADATA]
+    return zip_entries(archive)[METADATA]
 
 
 def _with_meta(archive: bytes, meta: bytes) -> bytes:
-    entries = _entries(archive)
+    entries = zip_entries(archive)
     entries[METADATA] = meta
-    return _zip(entries)
+    return make_zip(entries)
 
 
 # -- what passes --------------------------------------------------------------------------
 
 
 def test_built_archive_uses_the_cda_ids_and_passes_every_uniqueid_rule(archive: bytes) -> None:
-    meta = _entries(archive)[METADATA]
+    meta = zip_entries(archive)[METADATA]
     assert _ids(meta, DE_UNIQUE_ID) == [
         "1.2.250.1.213.1.1.9.99.4^SEGURSIM-4",
         "1.2.250.1.213.1.1.9.99.5^SEGURSIM-5",
@@ -101,7 +86,7 @@ def test_a_cda_id_without_extension_gives_the_root_alone() -> None:
     """ANS examples identify documents by a root alone (all 94 of them): uniqueId = root."""
     cda = mutate(CDAS[0].read_bytes(), b' extension="SEGURSIM-4"/>', b"/>")
     archive = build_xdm([cda])
-    meta = _entries(archive)[METADATA]
+    meta = zip_entries(archive)[METADATA]
     assert _ids(meta, DE_UNIQUE_ID) == ["1.2.250.1.213.1.1.9.99.4"]
     assert validate_bytes(archive, name="IHE_XDM.ZIP").passed
     # the same id written root^ (an empty extension) is neither the CDA id nor well formed

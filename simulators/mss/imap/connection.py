@@ -50,8 +50,7 @@ from simulators.mss.imap.responses import (
     capabilities,
     format_flags,
 )
-from simulators.mss.tlsaccept import handshake_failure_reason
-from simulators.mss.tlsinfo import peer_cert_der, record_tls
+from simulators.mss.tlsinfo import peer_cert_der, record_tls, record_tls_failure
 
 if TYPE_CHECKING:
     from simulators.core.recorder import SessionRecord
@@ -388,9 +387,7 @@ class ImapConnection:
                 assert self.server.ssl_context is not None
                 await self.writer.start_tls(self.server.ssl_context)
             except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
-                reason = handshake_failure_reason(exc)
-                self.record.set(tls_error=reason)
-                self.record.note(f"TLS handshake failed: {reason}")
+                record_tls_failure(self.record, exc)
                 self._set_reason("tls-handshake-failed")
                 return False
         self.tls = True

@@ -36,8 +36,8 @@ from simulators.core.recorder import SessionRecord
 from simulators.core.store.mail import Mailbox
 from simulators.mss.auth import AuthResult as MssAuthResult
 from simulators.mss.auth import TlsInfo
-from simulators.mss.tlsaccept import handshake_failure_reason, set_nodelay
-from simulators.mss.tlsinfo import peer_cert_der, record_tls
+from simulators.mss.tlsaccept import set_nodelay
+from simulators.mss.tlsinfo import peer_cert_der, record_tls, record_tls_failure
 
 log = logging.getLogger("segur_sim.smtp")
 
@@ -232,10 +232,8 @@ class MssSMTP(SMTP):
         self._adopt_tls(secure)
 
     def _tls_failed(self, exc: BaseException) -> None:
-        reason = handshake_failure_reason(exc)
         if self.record is not None:
-            self.record.set(tls_error=reason)
-            self.record.note(f"TLS handshake failed: {reason}")
+            record_tls_failure(self.record, exc)
         self._closing_reason = "tls-handshake-failed"
 
     def tls_established(self) -> None:
