@@ -353,7 +353,7 @@ def test_garbage_commands_get_errors_and_the_session_continues(
 def test_non_utf8_arguments_are_answered_and_recorded(
     sim: SimulatorController, per: PerBox
 ) -> None:
-    # Found by the long fuzz run: aiosmtpd echoes "VRFY >\x80" in its 502 with a lone
+    # Found by the long fuzz run (under aiosmtpd): "VRFY >\x80" echoed in the 502 with a lone
     # surrogate, which neither the socket nor SQLite could encode (451, lost transcript).
     client = smtps(sim)
     code, _ = client.docmd("AUTH", "XOAUTH2 " + per.xoauth2())
@@ -498,7 +498,7 @@ def test_sent_over_smtp_read_back_over_imap_and_isolated_from_others(
 
 
 def test_repeated_unknown_commands_end_the_session_with_421(sim: SimulatorController) -> None:
-    # aiosmtpd closes a session after 5 unknown commands; RFC 5321 says 421 for that.
+    # The session is closed after 5 unknown commands; RFC 5321 says 421 for that.
     assert sim.services is not None
     ctx = sim.services.pki.client_ssl_context(None)
     raw = socket.create_connection(("127.0.0.1", sim.port("smtps")), timeout=10)

@@ -24,9 +24,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.smtp import BOGUS_LIMIT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from simulators.mss.smtp.engine import BOGUS_LIMIT
 
 from .support import DOMAIN, ImapWire, LiveServer, PerCredentials, SmtpWire, examples
 
@@ -163,7 +164,7 @@ _bodies = st.binary(max_size=1500).map(
 
 def _not_internal_error(code: int, text: bytes) -> None:
     assert not (code == 451 and b"Local error" in text), text
-    assert not text.startswith(b"500 Error: ("), text  # aiosmtpd's unhandled exception reply
+    assert not text.startswith(b"500 Error: ("), text  # an unhandled exception's reply
 
 
 class _Control:
@@ -185,7 +186,7 @@ def smtp_control(live: LiveServer, fuzz_box: PerCredentials) -> Iterator[_Contro
     control.wire.close()
 
 
-# aiosmtpd's answer to a command it does not know (the ones its BOGUS_LIMIT counts).
+# The answer to a command the server does not know (the ones BOGUS_LIMIT counts).
 _UNKNOWN_COMMAND = re.compile(rb'command ".*" not recognized')
 
 
@@ -253,7 +254,7 @@ def test_smtp_commands_always_get_an_answer(
                 assert state == "plain" and line.upper().startswith(b"STARTTLS"), text
                 break
             elif code == 421 and b"Too many unrecognized commands" in text:
-                # aiosmtpd ends a session after BOGUS_LIMIT unknown commands: the last
+                # The server ends a session after BOGUS_LIMIT unknown commands: the last
                 # of them gets this answer instead of a 500, then the server closes.
                 assert unrecognised == BOGUS_LIMIT - 1, (unrecognised, text)
                 break

@@ -1,4 +1,4 @@
-"""SMTP submission (STARTTLS and implicit TLS) built on aiosmtpd."""
+"""SMTP submission (STARTTLS and implicit TLS) on our own lean command engine."""
 
 from simulators.mss.smtp.listener import SmtpListener
 

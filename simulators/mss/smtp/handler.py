@@ -8,10 +8,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import Envelope, Session
-
 from simulators.core.store.mail import NewSubmission
-from simulators.mss.smtp.server import MssSMTP, SessionHooks
+from simulators.mss.smtp.engine import SmtpEnvelope as Envelope
+from simulators.mss.smtp.engine import SmtpSession as Session
+from simulators.mss.smtp.server import MssSMTP
 
 if TYPE_CHECKING:
     from simulators.mss.services import MssServices
@@ -50,7 +50,7 @@ def _rfc5322_now() -> str:
 
 
 def _valid_utf8(address: str) -> bool:
-    """aiosmtpd decodes non-UTF-8 octets as lone surrogates, which nothing can encode."""
+    """Non-UTF-8 octets arrive as lone surrogates, which nothing can encode."""
     try:
         address.encode("utf-8")
     except UnicodeEncodeError:
@@ -58,12 +58,14 @@ def _valid_utf8(address: str) -> bool:
     return True
 
 
-class DeliveryHandler(SessionHooks):
+class DeliveryHandler:
+    """The engine's handler: MAIL and RCPT decide at once, DATA stores durably."""
+
     def __init__(self, services: MssServices, hostname: str) -> None:
         self.services = services
         self.hostname = hostname
 
-    async def handle_MAIL(
+    def handle_MAIL(
         self,
         server: MssSMTP,
         session: Session,
@@ -82,7 +84,7 @@ class DeliveryHandler(SessionHooks):
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
-    async def handle_RCPT(
+    def handle_RCPT(
         self,
         server: MssSMTP,
         session: Session,
@@ -105,8 +107,7 @@ class DeliveryHandler(SessionHooks):
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        assert isinstance(content, bytes)
+        content = envelope.content or b""
         received = self._received_header(server, session)
         raw = received + content
         if len(raw) <= INLINE_ANALYSIS_BYTES:
