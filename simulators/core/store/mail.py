@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from simulators.core.store.database import Database, Schema, register_schema
+from simulators.core.store.database import Database, Expected, Schema, register_schema
 
 DEFAULT_FOLDERS = ("INBOX", "Sent", "Drafts", "Trash")
 KNOWN_MAILBOX_TTL = 2.0  # seconds an existing mailbox is trusted at RCPT without a read
@@ -190,6 +190,10 @@ class MailStore(Protocol):
     def is_local_domain(self, domain: str) -> bool: ...
 
     # submissions (SMTP)
+    def expect_write(self) -> Expected:
+        """Announce a submission to come (group commit may wait for it); release it."""
+        ...
+
     async def accept_submission(self, sub: NewSubmission) -> Submission: ...
     def list_submissions(
         self, *, mailbox_id: int | None = None, since_id: int = 0, outbound_only: bool = False
@@ -290,6 +294,8 @@ class SqliteMailStore:
         db.ensure_schema(SCHEMA)
         self.local_domains = {d.lower() for d in local_domains}
         self._listeners: list[tuple[asyncio.AbstractEventLoop | None, Callable[[int], None]]] = []
+        # Folders changed by the batch being written (writer thread only).
+        self._touched: set[int] = set()
         self._known: dict[str, float] = {}  # address -> when it was last seen to exist
 
     # ---- mailboxes -----------------------------------------------------------------
@@ -373,6 +379,9 @@ class SqliteMailStore:
         return domain.lower() in self.local_domains
 
     # ---- submissions ---------------------------------------------------------------
+    def expect_write(self) -> Expected:
+        return self.db.expect()
+
     async def accept_submission(self, sub: NewSubmission) -> Submission:
         """Store the submission and deliver it to local recipients, in one commit.
 
@@ -763,19 +772,20 @@ class SqliteMailStore:
         return unsubscribe
 
     def _notify_after_commit(self, folder_ids: list[int]) -> None:
+        # Called inside write jobs (writer thread). The folders of a whole batch are
+        # announced together after its commit: one hop into each loop, not one per mail.
         if not self._listeners or not folder_ids:
             return
-        ids = list(dict.fromkeys(folder_ids))
+        self._touched.update(folder_ids)
+        self.db.on_commit(self._fire_touched)  # once per batch: on_commit deduplicates
 
-        def fire() -> None:
-            for loop, callback in list(self._listeners):
-                for folder_id in ids:
-                    if loop is None:
-                        callback(folder_id)
-                    elif not loop.is_closed():
-                        loop.call_soon_threadsafe(callback, folder_id)
-
-        self.db.on_commit(fire)
+    def _fire_touched(self) -> None:
+        ids, self._touched = sorted(self._touched), set()
+        for loop, callback in list(self._listeners):
+            if loop is None:
+                _call_each(callback, ids)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_call_each, callback, ids)
 
     # ---- mailbox deletion (segur-sim bal delete, DELETE /api/mss/mailboxes/{address}) ----
     def delete_mailbox(self, mailbox_id: int) -> MailboxDeletion | None:
@@ -842,3 +852,8 @@ class MailboxDeletion:
     messages: int
     bodies_freed: int  # stored message bodies no other message or submission used
     submissions_kept: int  # mail this address submitted, kept as evidence (no owner now)
+
+
+def _call_each(callback: Callable[[int], None], folder_ids: list[int]) -> None:
+    for folder_id in folder_ids:
+        callback(folder_id)

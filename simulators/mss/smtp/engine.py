@@ -62,10 +62,22 @@ class SmtpSession:
         self.ssl: dict[str, Any] | None = None
 
 
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
 class SmtpEnvelope:
     """One mail transaction: MAIL, RCPT..., DATA."""
 
-    __slots__ = ("content", "mail_from", "mail_options", "rcpt_options", "rcpt_tos", "smtp_utf8")
+    __slots__ = (
+        "_token",
+        "content",
+        "mail_from",
+        "mail_options",
+        "rcpt_options",
+        "rcpt_tos",
+        "smtp_utf8",
+    )
 
     def __init__(self) -> None:
         self.mail_from: str | None = None
@@ -74,6 +86,17 @@ class SmtpEnvelope:
         self.rcpt_options: list[str] = []
         self.content: bytes | None = None
         self.smtp_utf8 = False
+        self._token: Releasable | None = None
+
+    def hold(self, token: Releasable) -> None:
+        """Keep ``token`` (e.g. a store's announced write) until this transaction ends."""
+        self.release()
+        self._token = token
+
+    def release(self) -> None:
+        if self._token is not None:
+            self._token.release()
+            self._token = None
 
 
 class AuthOutcome:
@@ -210,6 +233,7 @@ class SmtpEngine(asyncio.Protocol):
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
         self._buf.clear()
+        self.envelope.release()
         self.on_closed(self.closing_reason or ("client-dropped" if exc else "client-closed"))
         self.transport = None
 
@@ -433,6 +457,7 @@ class SmtpEngine(asyncio.Protocol):
 
     # ---- session state ----------------------------------------------------------------
     def _reset_envelope(self) -> None:
+        self.envelope.release()
         self.envelope = SmtpEnvelope()
 
     def _need_helo(self, verb: str = "HELO") -> bool:

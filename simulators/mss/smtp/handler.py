@@ -82,6 +82,8 @@ class DeliveryHandler:
             )
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        # A message is likely to follow: the store's group commit may wait for it.
+        envelope.hold(self.services.store.expect_write())
         return "250 2.1.0 Sender OK"
 
     def handle_RCPT(
@@ -115,6 +117,7 @@ class DeliveryHandler:
         else:
             meta = await asyncio.get_running_loop().run_in_executor(None, _analyse, raw)
         record = server.record
+        envelope.release()  # our write is queued now: the batch need not wait for it
         submission = await self.services.store.accept_submission(
             NewSubmission(
                 session_id=record.id if record else None,
