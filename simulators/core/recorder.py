@@ -145,7 +145,8 @@ class SessionRecord:
 
     def _event(self, direction: str, data: str) -> None:
         self._seq += 1
-        self.recorder._queue_event(self.id, self._seq, time.time(), direction, data)
+        # Integer microseconds: a float's repr was a third of the recorder's JSON time.
+        self.recorder._queue_event(self.id, self._seq, time.time_ns() // 1000, direction, data)
 
     def client(self, data: str | bytes) -> None:
         """A line the client sent (already redacted by the caller when it holds secrets)."""
@@ -205,7 +206,7 @@ class Recorder:
         # not a lock: deque.append and popleft are atomic, and a lock held by the
         # writer stalled every session's next line.
         self._sessions: collections.deque[SessionRecord] = collections.deque()
-        self._events: collections.deque[tuple[str, int, float, str, str]] = collections.deque()
+        self._events: collections.deque[tuple[str, int, int, str, str]] = collections.deque()
         self._flush_pending = False
         self._listeners: list[Listener] = []
 
@@ -229,7 +230,7 @@ class Recorder:
         self._sessions.append(record)
         self._schedule()
 
-    def _queue_event(self, session_id: str, seq: int, ts: float, direction: str, data: str) -> None:
+    def _queue_event(self, session_id: str, seq: int, ts: int, direction: str, data: str) -> None:
         self._events.append((session_id, seq, ts, direction, data))
         self._schedule()
 
@@ -245,13 +246,22 @@ class Recorder:
             return
         self._flush_pending = False
         records: dict[str, SessionRecord] = {}
+        rows: list[tuple[str, int, str]] = []
         while self._sessions:
             record = self._sessions.popleft()
             records[record.id] = record
-        chunks: dict[str, list[tuple[int, float, str, str]]] = {}
+        # One row per session per batch: [ts_us, direction, data] per event, the first
+        # event's seq in first_seq and the others following it (one session's events
+        # are queued in order by its own thread). Older rows hold [seq, ts, dir, data].
+        chunks: dict[str, tuple[int, list[tuple[int, str, str]]]] = {}
         while self._events:
             session_id, seq, ts, direction, data = self._events.popleft()
-            chunks.setdefault(session_id, []).append((seq, ts, direction, data))
+            chunk = chunks.get(session_id)
+            if chunk is None or chunk[0] + len(chunk[1]) != seq:
+                if chunk is not None:  # a gap (rows of a failed batch): a row of its own
+                    rows.append((session_id, chunk[0], json.dumps(chunk[1], ensure_ascii=False)))
+                chunk = chunks[session_id] = (seq, [])
+            chunk[1].append((ts, direction, data))
         sessions = [
             (
                 r.id,
@@ -272,12 +282,13 @@ class Recorder:
             "ON CONFLICT(id) DO UPDATE SET ended_at = excluded.ended_at, fields = excluded.fields",
             sessions,
         )
+        rows += [
+            (session_id, first, json.dumps(events, ensure_ascii=False))
+            for session_id, (first, events) in chunks.items()
+        ]
         conn.executemany(
             "INSERT OR IGNORE INTO wire_event_chunks(session_id, first_seq, events) VALUES (?,?,?)",
-            [
-                (session_id, events[0][0], json.dumps(events, ensure_ascii=False))
-                for session_id, events in chunks.items()
-            ],
+            rows,
         )
 
     def flush(self) -> None:
@@ -313,10 +324,15 @@ class Recorder:
             (session_id,),
         )
         events = [WireEvent(r[0], r[1], r[2], r[3]) for r in rows]
-        for (chunk,) in self.db.read(
-            "SELECT events FROM wire_event_chunks WHERE session_id = ?", (session_id,)
+        for first, chunk in self.db.read(
+            "SELECT first_seq, events FROM wire_event_chunks WHERE session_id = ?", (session_id,)
         ):
-            events.extend(WireEvent(*event) for event in json.loads(chunk))
+            for index, event in enumerate(json.loads(chunk)):
+                if len(event) == 4:  # rows written before the compact format
+                    events.append(WireEvent(*event))
+                else:
+                    ts_us, direction, data = event
+                    events.append(WireEvent(first + index, ts_us / 1e6, direction, data))
         events.sort(key=lambda event: event.seq)
         return events
 

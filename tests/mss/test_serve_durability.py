@@ -233,3 +233,35 @@ def test_a_failing_batch_hook_costs_no_acknowledged_write(tmp_path: Path) -> Non
         db.write_sync(lambda conn: conn.execute("CREATE TABLE t (x INTEGER)"))
         db.write_sync(lambda conn: conn.execute("INSERT INTO t VALUES (42)"))
         assert [tuple(r) for r in db.read("SELECT x FROM t")] == [(42,)]
+
+
+def test_recorded_events_of_both_chunk_formats_read_back_in_order(tmp_path: Path) -> None:
+    # Rows written before the compact format ([seq, ts, dir, data] per event) stay
+    # readable next to new ones ([ts_us, dir, data], seqs from first_seq).
+    import json
+
+    from simulators.core.recorder import Recorder
+
+    with Database(tmp_path / "store.db") as db:
+        recorder = Recorder(db)
+        record = recorder.open_session("smtp", "smtps", ("127.0.0.1", 4242))
+        old = [[1, 1764000000.25, "C", "EHLO old.example"], [2, 1764000000.5, "S", "250 OK"]]
+        db.write_sync(
+            lambda conn: conn.execute(
+                "INSERT INTO wire_event_chunks(session_id, first_seq, events) VALUES (?,?,?)",
+                (record.id, 1, json.dumps(old)),
+            )
+        )
+        record._seq = 2  # the session goes on after the old rows
+        record.client("MAIL FROM:<a@b.example>")
+        record.server("250 2.1.0 Sender OK")
+        recorder.flush()
+        events = recorder.events(record.id)
+        assert [(e.seq, e.direction, e.data) for e in events] == [
+            (1, "C", "EHLO old.example"),
+            (2, "S", "250 OK"),
+            (3, "C", "MAIL FROM:<a@b.example>"),
+            (4, "S", "250 2.1.0 Sender OK"),
+        ]
+        assert events[0].ts == 1764000000.25
+        assert abs(events[2].ts - time.time()) < 60  # microseconds back to seconds
