@@ -209,3 +209,26 @@ def test_addresses_are_parsed_like_rfc_5321_paths(
     argument: str, expected: tuple[str | None, str | None]
 ) -> None:
     assert parse_address(argument) == expected
+
+
+def test_an_endless_sasl_response_is_cut_refused_and_the_session_goes_on(
+    per_sim: tuple[SimulatorController, PerBox],
+) -> None:
+    sim, _per = per_sim
+    wire = Wire(sim)
+    wire.send(b"EHLO engine.example\r\n")
+    assert wire.reply().startswith(b"250 ")
+    wire.send(b"AUTH XOAUTH2\r\n")
+    assert wire.reply() == b"334 "
+    # 40 KB with no line end: more than any SASL response may be (RFC 4954: 12288).
+    wire.send(b"A" * 40_000)
+    first = wire.reply()
+    assert first[:3] in (b"535", b"501", b"334"), first
+    if first.startswith(b"334"):  # the XOAUTH2 error challenge: answer it
+        wire.send(b"\r\n")
+        first = wire.reply()
+    assert first[:3] in (b"535", b"501"), first
+    wire.send(b"AAAA\r\n")  # the end of the overlong line: discarded, then answered
+    assert wire.reply() == b"500 Command line too long"
+    wire.send(b"NOOP\r\n")
+    assert wire.reply() == b"250 OK"

@@ -259,7 +259,7 @@ class SmtpEngine(asyncio.Protocol):
         if self._task is not None:  # busy: AUTH dialogue, DATA commit, TLS upgrade
             waiter = self._line_waiter
             if waiter is not None and not waiter.done():
-                line = self._take_line(AUTH_LINE_LIMIT + 2)
+                line = self._take_line(LINE_LIMIT)
                 if line is not None:
                     self._line_waiter = None
                     waiter.set_result(line)
@@ -296,10 +296,17 @@ class SmtpEngine(asyncio.Protocol):
 
     # ---- input ------------------------------------------------------------------------
     def _take_line(self, limit: int) -> bytes | None:
+        """The next line, cut at ``limit``; a longer one with no end yet is cut too, and
+        the rest of it discarded (then answered 500) when it ends."""
         buf = self._buf
         end = buf.find(b"\n")
         if end < 0:
-            return None
+            if len(buf) <= limit:
+                return None
+            line = bytes(buf[:limit])
+            buf.clear()
+            self._mode = _DISCARD_LINE
+            return line
         line = bytes(buf[: end + 1])
         del buf[: end + 1]
         return line[:limit] if len(line) > limit else line
@@ -423,7 +430,7 @@ class SmtpEngine(asyncio.Protocol):
 
     async def read_line(self) -> bytes:
         """The client's next line (a SASL response); only from inside a task."""
-        line = self._take_line(AUTH_LINE_LIMIT + 2)
+        line = self._take_line(LINE_LIMIT)
         if line is not None:
             return line
         self._flush()
