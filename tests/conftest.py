@@ -74,3 +74,15 @@ def per(sim: SimulatorController) -> PerBox:
 @pytest.fixture
 def app_box(sim: SimulatorController) -> AppBox:
     return make_app(sim)
+
+
+def inbox_raw(sim: SimulatorController, address: str) -> list[bytes]:
+    """The raw messages of a mailbox's INBOX, read from the store."""
+    assert sim.services is not None
+    store = sim.services.store
+    box = store.get_mailbox(address)
+    assert box is not None
+    folder = store.get_folder(box.id, "INBOX")
+    assert folder is not None
+    rows = store.fetch_rows(folder.id, [uid for uid, _ in store.list_uids(folder.id)])
+    return [store.blob(r.blob_id) for r in rows]

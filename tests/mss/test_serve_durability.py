@@ -172,7 +172,9 @@ def test_one_https_site_serves_psc_cnda_and_the_gazelle_endpoint(tmp_path: Path)
     try:
         https = endpoints["endpoints"]["https"]  # type: ignore[index]
         base = f"https://127.0.0.1:{https['port']}"
-        with httpx.Client(verify=str(endpoints["ca_bundle"]), timeout=10) as client:
+        with httpx.Client(
+            verify=ssl.create_default_context(cafile=str(endpoints["ca_bundle"])), timeout=10
+        ) as client:
             jwks = client.get(f"{base}/psc/auth/realms/esante-wallet/protocol/openid-connect/certs")
             assert jwks.status_code == 200 and jwks.json()["keys"][0]["alg"] == "RS256"
             services = client.get(

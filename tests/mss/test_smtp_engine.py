@@ -15,7 +15,7 @@ import pytest
 
 from simulators.controller import SimulatorController
 from simulators.mss.smtp.engine import parse_address
-from tests.conftest import PerBox, make_per
+from tests.conftest import PerBox, inbox_raw, make_per
 
 BODY = b"Subject: engine\r\n\r\nline one\r\n..dot-stuffed line\r\nlast line\r\n"
 
@@ -71,17 +71,6 @@ def per_sim(tmp_path: Path) -> Iterator[tuple[SimulatorController, PerBox]]:
         yield sim, make_per(sim)
 
 
-def inbox(sim: SimulatorController, address: str) -> list[bytes]:
-    assert sim.services is not None
-    store = sim.services.store
-    box = store.get_mailbox(address)
-    assert box is not None
-    folder = store.get_folder(box.id, "INBOX")
-    assert folder is not None
-    rows = store.fetch_rows(folder.id, [uid for uid, _ in store.list_uids(folder.id)])
-    return [store.blob(r.blob_id) for r in rows]
-
-
 def body_of(raw: bytes) -> bytes:
     # The stored message starts with our Received header.
     return raw[raw.index(b"Subject: engine") :]
@@ -103,7 +92,7 @@ def test_a_pipelined_conversation_is_answered_in_order(
         replies
     )
     assert b"queued as" in replies[3] and b"queued as" in replies[7]
-    stored = inbox(sim, per.address)
+    stored = inbox_raw(sim, per.address)
     assert [body_of(m) for m in stored] == [BODY.replace(b"\r\n..", b"\r\n.")] * 2
 
 
@@ -126,7 +115,7 @@ def test_a_terminator_split_across_writes_still_ends_the_message(
     assert reply.startswith(b"250 2.0.0 OK: queued as"), reply
     wire.send(b"NOOP\r\n")
     assert wire.reply() == b"250 OK"
-    assert [body_of(m) for m in inbox(sim, per.address)] == [BODY.replace(b"\r\n..", b"\r\n.")]
+    assert [body_of(m) for m in inbox_raw(sim, per.address)] == [BODY.replace(b"\r\n..", b"\r\n.")]
 
 
 def test_a_client_that_does_not_read_its_replies_is_paused_then_fully_answered(

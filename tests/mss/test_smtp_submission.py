@@ -15,7 +15,7 @@ import pytest
 
 from simulators.controller import SimulatorController
 from simulators.core.store.mail import MailboxType
-from tests.conftest import DOMAIN, AppBox, PerBox, make_app, make_per
+from tests.conftest import DOMAIN, AppBox, PerBox, inbox_raw, make_app, make_per
 
 MESSAGE = (
     b"From: Dr Martin <dr.martin@mssante.localhost>\r\n"
@@ -43,17 +43,6 @@ def smtps(sim: SimulatorController, client_creds: object = None) -> smtplib.SMTP
     client = smtplib.SMTP_SSL("127.0.0.1", sim.port("smtps"), context=ctx, timeout=10)
     client.ehlo("lps.example")
     return client
-
-
-def inbox_raw(sim: SimulatorController, address: str) -> list[bytes]:
-    assert sim.services is not None
-    store = sim.services.store
-    box = store.get_mailbox(address)
-    assert box is not None
-    folder = store.get_folder(box.id, "INBOX")
-    assert folder is not None
-    rows = store.fetch_rows(folder.id, [uid for uid, _ in store.list_uids(folder.id)])
-    return [store.blob(r.blob_id) for r in rows]
 
 
 def last_session_fields(sim: SimulatorController, endpoint: str) -> dict[str, object]:
