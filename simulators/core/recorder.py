@@ -258,7 +258,7 @@ class Recorder:
             session_id, seq, ts, direction, data = self._events.popleft()
             chunk = chunks.get(session_id)
             if chunk is None or chunk[0] + len(chunk[1]) != seq:
-                if chunk is not None:  # a gap (rows of a failed batch): a row of its own
+                if chunk is not None:  # seqs not consecutive: first_seq + index would lie
                     rows.append((session_id, chunk[0], json.dumps(chunk[1], ensure_ascii=False)))
                 chunk = chunks[session_id] = (seq, [])
             chunk[1].append((ts, direction, data))

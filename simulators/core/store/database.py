@@ -194,21 +194,19 @@ class Database:
 
     # ---- writes --------------------------------------------------------------------
     def submit(self, job: WriteJob) -> concurrent.futures.Future[Any]:
-        if self._closed:
-            raise RuntimeError("database is closed")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._queue((job, future))
         return future
 
     def _queue(self, item: tuple[WriteJob, Waiter]) -> None:
+        if self._closed:
+            raise RuntimeError("database is closed")
         self._jobs.put(item)
         if self._expected == 0:
             self._all_in.set()  # every announced write is queued: the batch can go
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` in the writer thread; returns once it is committed (durable)."""
-        if self._closed:
-            raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         self._queue((job, (loop, waiter)))
@@ -354,10 +352,7 @@ def _settle(results: list[tuple[Waiter, bool, Any]]) -> None:
         elif not waiter.done():
             # A caller in another thread may cancel it between the test and the set.
             with contextlib.suppress(concurrent.futures.InvalidStateError):
-                if ok:
-                    waiter.set_result(value)
-                else:
-                    waiter.set_exception(value)
+                _resolve(waiter, ok, value)
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
             loop.call_soon_threadsafe(_settle_in_loop, items)
@@ -365,12 +360,17 @@ def _settle(results: list[tuple[Waiter, bool, Any]]) -> None:
 
 def _settle_in_loop(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in items:
-        if future.done():  # cancelled: its session went away; the write stands
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        if not future.done():  # done: cancelled, its session went away; the write stands
+            _resolve(future, ok, value)
+
+
+def _resolve(
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool, value: Any
+) -> None:
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -418,7 +418,7 @@ class SmtpEngine(asyncio.Protocol):
         self._task = None
         error = None if task.cancelled() else task.exception()
         if error is not None and not isinstance(error, ConnectionClosed):
-            log.error("SMTP task failed", exc_info=task.exception())
+            log.error("SMTP task failed", exc_info=error)
             self.close("server-error")
         if self.transport is None or self._mode >= _CLOSING:
             return
@@ -642,12 +642,12 @@ class SmtpEngine(asyncio.Protocol):
     def _scan_data(self) -> bool:
         """Look for CRLF.CRLF; True once the message was taken (or the session moved on)."""
         buf = self._buf
-        if buf[:3] == b".\r\n":  # the terminator right away: an empty message
+        # The DATA line's own CRLF is the one before a terminator on the first line:
+        # ".\r\n" at the start is an empty message, which the CRLF.CRLF scan cannot see.
+        if buf[:3] == b".\r\n":
             del buf[:3]
             self._end_data(b"")
             return True
-        # The DATA line's own CRLF counts as the one before a terminator on the first
-        # line, hence the scan of CRLF + buffer's start as a special case.
         end = buf.find(_END_OF_DATA, self._data_scan)
         if end < 0:
             limit = self.data_size_limit + _DATA_SLACK if self.data_size_limit else 1 << 30
@@ -732,7 +732,7 @@ class SmtpEngine(asyncio.Protocol):
             self.on_tls_failed(exc)
             self.closing_reason = "tls-handshake-failed"
             plain.close()
-            self.connection_lost(exc if isinstance(exc, Exception) else None)
+            self.connection_lost(exc)
             raise ConnectionClosed() from exc
         if secure is None:
             raise ConnectionClosed()

@@ -117,7 +117,7 @@ class DeliveryHandler:
         else:
             meta = await asyncio.get_running_loop().run_in_executor(None, _analyse, raw)
         record = server.record
-        envelope.release()  # our write is queued now: the batch need not wait for it
+        envelope.release()  # our write is queued next: the batch need not wait for it
         submission = await self.services.store.accept_submission(
             NewSubmission(
                 session_id=record.id if record else None,
